@@ -1,0 +1,60 @@
+"""PyTorch → ONNX with a dynamic batch axis, fixed H×W and the contract in ``metadata_props``."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
+from edgeport.trainer.atomic import atomic_write_bytes
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract"]
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OPSET = 20
+
+
+def embed_contract(model: onnx.ModelProto, contract: PreprocessContract) -> None:
+    """Store the contract as JSON under one namespaced key (replacing an older one)."""
+    keep = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    model.metadata_props.add(key=METADATA_KEY, value=contract.to_json())
+
+
+def read_contract(model: onnx.ModelProto) -> PreprocessContract | None:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return PreprocessContract.from_json(prop.value)
+    return None
+
+
+def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path) -> onnx.ModelProto:
+    """torch.onnx's dynamo exporter (deterministic: same model, same bytes), then ``onnx.checker``."""
+    model = model.eval().cpu()
+    example = torch.zeros(1, 3, *contract.input_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's chatter about its own internals
+        program = torch.onnx.export(
+            model,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    embed_contract(proto, contract)
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    atomic_write_bytes(path, lambda fh: fh.write(data))
+    return proto

@@ -1,0 +1,55 @@
+"""One small error hierarchy for every stage.
+
+Every message says what went wrong *and* what to do about it; the CLIs turn these into click
+errors and exit codes. Lives in the runtime because the runtime must raise them without torch.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgeportError",
+    "ContractError",
+    "ImageDecodeError",
+    "ModelLoadError",
+    "IntegrityError",
+    "DataError",
+    "WeightsNotFoundError",
+    "VerificationError",
+]
+
+
+class EdgeportError(Exception):
+    """Base class of every error edgeport raises on purpose."""
+
+
+class ContractError(EdgeportError):
+    """The preprocessing contract is missing, malformed or inconsistent with the model."""
+
+
+class ImageDecodeError(EdgeportError):
+    """A file (or frame) could not be decoded into an RGB image."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class ModelLoadError(EdgeportError):
+    """A model file or bundle could not be found or opened."""
+
+
+class IntegrityError(ModelLoadError):
+    """A bundle file no longer matches the sha256 recorded in its manifest."""
+
+
+class DataError(EdgeportError):
+    """A training/evaluation image folder is unusable (no classes, empty class folder, ...)."""
+
+
+class WeightsNotFoundError(EdgeportError):
+    """Pretrained weights could not be found offline nor downloaded."""
+
+
+class VerificationError(EdgeportError):
+    """An exported model does not reproduce the PyTorch model on real images."""

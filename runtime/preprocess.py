@@ -1,0 +1,145 @@
+"""Decode any image to RGB and apply the contract with numpy + Pillow only.
+
+This reproduces torchvision's eval transform ``Resize(s) → CenterCrop(c) → ToTensor → Normalize``
+operation for operation on PIL images (torchvision resizes PIL images with Pillow itself), so the
+device computes the same tensor the trainer evaluated — checked file by file in the parity test.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .contract import PreprocessContract
+from .errors import ImageDecodeError
+
+__all__ = ["ImageInput", "load_image", "preprocess", "resized_size", "crop_box", "describe_source"]
+
+#: What the runtime accepts as one image. ndarrays need an explicit ``color`` (see ``load_image``).
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+def describe_source(image: object) -> str:
+    """A short name for an input, used in error messages and records."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes>"
+    if isinstance(image, np.ndarray):
+        return f"<ndarray {image.shape} {image.dtype}>"
+    return f"<{type(image).__name__}>"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Palette (GIF), greyscale, CMYK and alpha images become plain 8-bit RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow wants palette transparency expanded first
+    # Like torchvision's default loader, alpha is dropped (not composited) so training matches.
+    return img.convert("RGB")
+
+
+def _decode(fp: object, source: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # A picture above Pillow's MAX_IMAGE_PIXELS is a decompression bomb on a device.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                img.load()  # force the full decode now: truncated files fail here, not later
+                img = ImageOps.exif_transpose(img)  # phone photos: honour the EXIF orientation
+                return _to_rgb(img)
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(source, "file not found; check the path") from exc
+    except IsADirectoryError as exc:
+        raise ImageDecodeError(source, "is a directory, not an image file") from exc
+    except UnidentifiedImageError as exc:
+        size = os.path.getsize(source) if isinstance(fp, (str, os.PathLike)) and os.path.isfile(source) else None
+        what = "empty file (0 bytes)" if size == 0 else "not an image Pillow can decode"
+        raise ImageDecodeError(source, f"{what}; remove it or replace it with a JPEG/PNG") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(
+            source, f"refused as a possible decompression bomb ({exc}); downscale the image first"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt data
+        raise ImageDecodeError(source, f"corrupt or truncated image ({exc}); re-encode or remove it") from exc
+
+
+def load_image(image: ImageInput, color: str | None = None) -> Image.Image:
+    """Return an RGB PIL image from a path, encoded bytes, a PIL image or an HxWx3 uint8 array.
+
+    ``color`` must be given for arrays: ``"rgb"`` or ``"bgr"`` (OpenCV frames are BGR). Guessing
+    would silently swap channels, the classic deploy-time accuracy bug.
+    """
+    if isinstance(image, Image.Image):
+        return _to_rgb(image)
+    if isinstance(image, (str, os.PathLike)):
+        return _decode(os.fspath(image), os.fspath(image))
+    if isinstance(image, (bytes, bytearray)):
+        return _decode(io.BytesIO(image), describe_source(image))
+    if isinstance(image, np.ndarray):
+        return _array_to_image(image, color)
+    raise TypeError(
+        f"unsupported image type {type(image).__name__}; pass a path, bytes, a PIL image or an ndarray"
+    )
+
+
+def _array_to_image(array: np.ndarray, color: str | None) -> Image.Image:
+    source = describe_source(array)
+    if color not in ("rgb", "bgr"):
+        raise ImageDecodeError(source, "pass color='rgb' or color='bgr' with an ndarray (OpenCV frames are BGR)")
+    if array.dtype != np.uint8:
+        raise ImageDecodeError(source, "ndarray must be uint8 in 0..255; convert it with .astype(np.uint8)")
+    if array.ndim == 2:
+        return Image.fromarray(array, "L").convert("RGB")
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageDecodeError(source, "ndarray must be HxW, HxWx3 or HxWx4")
+    array = array[:, :, :3]
+    if color == "bgr":
+        array = array[:, :, ::-1]
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(width, height) after resizing the shorter side to ``shorter``, truncating like torchvision."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def crop_box(width: int, height: int, crop_h: int, crop_w: int) -> tuple[int, int, int, int]:
+    """The centre-crop box (left, top, right, bottom) with torchvision's rounding."""
+    top = int(round((height - crop_h) / 2.0))
+    left = int(round((width - crop_w) / 2.0))
+    return left, top, left + crop_w, top + crop_h
+
+
+def preprocess(image: ImageInput, contract: PreprocessContract, color: str | None = None) -> np.ndarray:
+    """One image → the model's ``(3, H, W)`` float32 input, exactly as the contract says."""
+    img = load_image(image, color)
+    crop_h, crop_w = contract.input_size
+    resample = _RESAMPLE[contract.interpolation]
+    if contract.center_crop:
+        new_w, new_h = resized_size(img.width, img.height, contract.resize_size)
+        if (new_w, new_h) != img.size:
+            img = img.resize((new_w, new_h), resample)
+        img = img.crop(crop_box(new_w, new_h, crop_h, crop_w))
+    elif img.size != (crop_w, crop_h):
+        img = img.resize((crop_w, crop_h), resample)  # no crop: squash the whole frame
+    array = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(contract.mean, dtype=np.float32)
+    std = np.asarray(contract.std, dtype=np.float32)
+    array = (array - mean) / std
+    return np.ascontiguousarray(array.transpose(2, 0, 1))

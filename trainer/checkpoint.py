@@ -1,0 +1,58 @@
+"""Checkpoints as plain data (``torch.load(weights_only=True)`` safe), written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.errors import ModelLoadError
+
+from .atomic import atomic_write_bytes
+
+__all__ = ["CHECKPOINT_KIND", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_KIND = "edgeport.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    arch: str,
+    state_dict: dict[str, torch.Tensor],
+    contract: PreprocessContract,
+    epoch: int,
+    metrics: dict[str, Any],
+    val_files: list[str],
+) -> None:
+    payload = {
+        "kind": CHECKPOINT_KIND,
+        "version": CHECKPOINT_VERSION,
+        "arch": arch,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "contract": contract.to_dict(),
+        "epoch": epoch,
+        "metrics": metrics,
+        "val_files": val_files,
+    }
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"checkpoint {path} does not exist; pass RUN_DIR/best.pt written by edge-train")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a loadable edgeport checkpoint ({exc}); re-run edge-train") from exc
+    if not isinstance(data, dict) or data.get("kind") != CHECKPOINT_KIND:
+        raise ModelLoadError(f"{path} is not an edgeport checkpoint (written by edge-train); got another file")
+    if data.get("version") != CHECKPOINT_VERSION:
+        raise ModelLoadError(f"{path} has checkpoint version {data.get('version')}; this edgeport reads {CHECKPOINT_VERSION}")
+    data["contract"] = PreprocessContract.from_dict(data["contract"])
+    return data

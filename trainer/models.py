@@ -1,0 +1,108 @@
+"""Architectures by name, built with torchvision's own API, plus their ImageNet contract."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+import torch
+from torch import nn
+from torchvision import models as tvm
+from torchvision.models import WeightsEnum
+
+from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.errors import WeightsNotFoundError
+
+from .weights import ensure_weights_file, load_state_dict_file
+
+__all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "build_pretrained",
+           "build_for_checkpoint", "replace_head", "head_module_name"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture we fine-tune: torchvision's model name and its ImageNet weights tag."""
+
+    name: str
+    weights_tag: str = "IMAGENET1K_V1"
+
+
+ARCHS: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchSpec("mobilenet_v2"),
+        ArchSpec("mobilenet_v3_small"),
+        ArchSpec("mobilenet_v3_large"),
+        ArchSpec("resnet18"),
+        ArchSpec("resnet34"),
+        ArchSpec("resnet50"),
+        ArchSpec("efficientnet_b0"),
+    )
+}
+
+
+def arch_names() -> list[str]:
+    return sorted(ARCHS)
+
+
+def _spec(arch: str) -> ArchSpec:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {arch_names()}")
+    return ARCHS[arch]
+
+
+def pretrained_weights(arch: str) -> WeightsEnum:
+    spec = _spec(arch)
+    return tvm.get_model_weights(spec.name)[spec.weights_tag]
+
+
+def imagenet_contract(weights: WeightsEnum) -> PreprocessContract:
+    """The contract torchvision's own eval transform for these weights implies (timm's pretrained_cfg idea)."""
+    t = weights.transforms()
+    return PreprocessContract(
+        labels=tuple(weights.meta["categories"]),
+        input_size=(t.crop_size[0], t.crop_size[0]),
+        resize_size=t.resize_size[0],
+        interpolation=t.interpolation.value,
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+    )
+
+
+def build_pretrained(arch: str, weights_path: str | os.PathLike | None = None) -> nn.Module:
+    """The ImageNet model, with real pretrained weights or a clear WeightsNotFoundError."""
+    weights = pretrained_weights(arch)
+    if weights_path is not None:
+        model = tvm.get_model(arch, weights=None)
+        try:
+            model.load_state_dict(load_state_dict_file(weights_path))
+        except RuntimeError as exc:  # key or shape mismatch
+            raise WeightsNotFoundError(f"--weights {weights_path} does not fit {arch}: {exc}") from exc
+        return model
+    ensure_weights_file(weights, arch)
+    return tvm.get_model(arch, weights=weights)
+
+
+def head_module_name(model: nn.Module) -> str:
+    """The classifier head: the last ``nn.Linear`` in the module tree (fc / classifier[-1])."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head to replace")
+    return names[-1]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Swap the ImageNet head for a fresh ``num_classes`` one, in place, like ``get_model(num_classes=…)``."""
+    name = head_module_name(model)
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old: nn.Linear = getattr(parent, child)
+    new = nn.Linear(old.in_features, num_classes)
+    setattr(parent, child, new)
+    return new
+
+
+def build_for_checkpoint(arch: str, num_classes: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild a fine-tuned model from plain data; no pretrained download is needed."""
+    model = tvm.get_model(_spec(arch).name, weights=None, num_classes=num_classes)
+    model.load_state_dict(state_dict)
+    return model.eval()
