@@ -12,7 +12,7 @@ from torch import nn
 from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
 from edgeport.trainer.atomic import atomic_write_bytes
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract", "strip_debug_metadata"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 OPSET = 20
@@ -24,6 +24,30 @@ def embed_contract(model: onnx.ModelProto, contract: PreprocessContract) -> None
     del model.metadata_props[:]
     model.metadata_props.extend(keep)
     model.metadata_props.add(key=METADATA_KEY, value=contract.to_json())
+
+
+def strip_debug_metadata(model: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node metadata (Python stack traces with absolute paths, node names of
+    the traced program): model files must not depend on where or by whom they were built."""
+
+    def clean_graph(graph: onnx.GraphProto) -> None:
+        for item in (*graph.node, *graph.input, *graph.output, *graph.value_info, *graph.initializer):
+            if hasattr(item, "metadata_props"):
+                del item.metadata_props[:]
+            item.doc_string = ""
+        del graph.metadata_props[:]
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean_graph(attr.g)
+                for sub in attr.graphs:
+                    clean_graph(sub)
+
+    clean_graph(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
 
 
 def read_contract(model: onnx.ModelProto) -> PreprocessContract | None:
@@ -53,6 +77,7 @@ def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path) -> o
             verbose=False,
         )
     proto = program.model_proto
+    strip_debug_metadata(proto)
     embed_contract(proto, contract)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
