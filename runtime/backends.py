@@ -38,11 +38,30 @@ def backend_names() -> list[str]:
 
 
 def create_backend(name: str, model_path: Path, threads: int | None = None) -> Backend:
-    if name == "auto":
-        name = "onnxruntime"  # the only backend for .onnx files until OpenVINO lands
     if name not in BACKENDS:
-        raise ModelLoadError(f"unknown backend {name!r}; choose one of {['auto', *backend_names()]}")
+        raise ModelLoadError(f"unknown backend {name!r}; choose one of {backend_names()}")
     return BACKENDS[name](model_path, threads=threads)
+
+
+def _checked_contract(model_path: Path, contract_json: str | None, input_shape: list, n_out: object) -> PreprocessContract:
+    """The contract stored in the model, checked against the model's own input and output shapes."""
+    if contract_json is None:
+        raise ContractError(
+            f"{model_path} carries no preprocessing contract (metadata key {METADATA_KEY!r}); "
+            "export it with edge-export so the runtime knows its labels, size, mean and std"
+        )
+    contract = PreprocessContract.from_json(contract_json, source=str(model_path))
+    if len(input_shape) != 4 or list(input_shape[1:]) != [3, *contract.input_size]:
+        raise ContractError(
+            f"{model_path}: model input shape {input_shape} disagrees with the contract's "
+            f"3×{contract.input_size[0]}×{contract.input_size[1]}; re-export the model"
+        )
+    if isinstance(n_out, int) and n_out != contract.num_classes:
+        raise ContractError(
+            f"{model_path}: model has {n_out} outputs but the contract lists {contract.num_classes} labels; "
+            "re-export the model"
+        )
+    return contract
 
 
 @register_backend("onnxruntime")
@@ -64,29 +83,52 @@ class OnnxRuntimeBackend:
             )
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc}); re-run edge-export") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in meta:
-            raise ContractError(
-                f"{model_path} carries no preprocessing contract (metadata key {METADATA_KEY!r}); "
-                "export it with edge-export so the runtime knows its labels, size, mean and std"
-            )
-        self.contract = PreprocessContract.from_json(meta[METADATA_KEY], source=str(model_path))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelLoadError(f"{model_path}: expected one input and one output, got {len(inputs)}/{len(outputs)}")
         self.input_name = inputs[0].name
-        shape = inputs[0].shape  # e.g. ['batch', 3, 224, 224]
-        if len(shape) != 4 or list(shape[1:]) != [3, *self.contract.input_size]:
-            raise ContractError(
-                f"{model_path}: model input shape {shape} disagrees with the contract's "
-                f"3×{self.contract.input_size[0]}×{self.contract.input_size[1]}; re-export the model"
-            )
-        n_out = outputs[0].shape[-1]
-        if isinstance(n_out, int) and n_out != self.contract.num_classes:
-            raise ContractError(
-                f"{model_path}: model has {n_out} outputs but the contract lists "
-                f"{self.contract.num_classes} labels; re-export the model"
-            )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.contract = _checked_contract(model_path, meta.get(METADATA_KEY), inputs[0].shape, outputs[0].shape[-1])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
+
+
+#: Where the contract lives in an OpenVINO IR's rt_info.
+OPENVINO_RT_PATH = ["edgeport", "contract"]
+
+
+@register_backend("openvino")
+class OpenVinoBackend:
+    """OpenVINO on the CPU, configured for single-stream latency (what a camera loop needs).
+
+    With no settings OpenVINO's CPU plugin may pick a throughput configuration; LATENCY with the
+    thread count pinned keeps batch-1 latency on a small CPU competitive with onnxruntime.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_path: Path, threads: int | None = None):
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise ModelLoadError("the openvino backend needs OpenVINO: pip install 'edgeport[openvino]'") from exc
+        core = ov.Core()
+        try:
+            model = core.read_model(os.fspath(model_path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses without types
+            raise ModelLoadError(f"{model_path}: OpenVINO cannot read it ({exc}); re-run edge-export") from exc
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelLoadError(f"{model_path}: expected one input and one output")
+        contract_json = model.get_rt_info(OPENVINO_RT_PATH).astype(str) if model.has_rt_info(OPENVINO_RT_PATH) else None
+        in_shape = [d.get_length() if d.is_static else "?" for d in model.inputs[0].get_partial_shape()]
+        out_dim = model.outputs[0].get_partial_shape()[-1]
+        self.contract = _checked_contract(model_path, contract_json, in_shape, out_dim.get_length() if out_dim.is_static else None)
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: batch})[0].copy()

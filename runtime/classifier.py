@@ -38,9 +38,12 @@ class Prediction:
 
 
 class Classifier:
-    """An exported edgeport model: a bundle directory (sha256-verified) or a single ``.onnx`` file.
+    """An exported edgeport model: a bundle directory (sha256-verified) or a single model file
+    (``.onnx`` for onnxruntime, ``.xml`` OpenVINO IR).
 
     Preprocessing and labels come from the contract inside the model; there is nothing to configure.
+    ``format`` picks one of a bundle's formats by name (``onnx``, ``onnx-int8``, ``openvino`` …);
+    ``backend`` (``auto``, ``onnxruntime``, ``openvino``) picks the first format that runs on it.
     """
 
     def __init__(
@@ -51,10 +54,11 @@ class Classifier:
         format: str | None = None,
         batch_size: int = 8,
     ):
-        resolved = resolve_model(path, format=format)
+        resolved = resolve_model(path, format=format, backend=backend)
         self.model_path = resolved.path
+        self.format = resolved.format
         self.manifest = resolved.manifest
-        self._backend = create_backend(backend, resolved.path, threads=threads)
+        self._backend = create_backend(resolved.backend, resolved.path, threads=threads)
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
 

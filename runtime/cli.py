@@ -71,15 +71,19 @@ def classify_items(clf: Classifier, items: list[InputItem], top_k: int, batch: i
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes per image.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="table", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
+              help="auto: the bundle's first format (FP32 ONNX), or the file's own backend.")
+@click.option("--model-format", default=None,
+              help="A bundle format by name: onnx, onnx-int8, openvino, openvino-int8 (those the bundle has).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: the backend's).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference call.")
-def main(model: str, inputs: tuple[str, ...], top_k: int, fmt: str, backend: str, threads: int | None, batch: int) -> None:
+def main(model: str, inputs: tuple[str, ...], top_k: int, fmt: str, backend: str, model_format: str | None,
+         threads: int | None, batch: int) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin) with
-    MODEL (an edge-export bundle directory or an .onnx file). Preprocessing and labels come from
+    MODEL (an edge-export bundle directory, an .onnx file or an OpenVINO .xml). Preprocessing and labels come from
     the model itself."""
     try:
-        clf = Classifier(model, backend=backend, threads=threads, batch_size=batch)
+        clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch)
     except EdgeportError as exc:
         raise click.BadParameter(str(exc), param_hint="MODEL") from exc
     items = expand_inputs(inputs)
@@ -93,7 +97,7 @@ def main(model: str, inputs: tuple[str, ...], top_k: int, fmt: str, backend: str
         else:
             n_failed += 1
     mean = f", mean {np.mean(latencies):.1f} ms/image" if latencies else ""
-    click.echo(f"{n_ok} classified, {n_failed} failed{mean} ({clf.backend})", err=True)
+    click.echo(f"{n_ok} classified, {n_failed} failed{mean} ({clf.format or clf.model_path.name} on {clf.backend})", err=True)
     sys.exit(EXIT_SOME_FAILED if n_failed else EXIT_OK)
 
 

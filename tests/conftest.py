@@ -66,9 +66,11 @@ def finetuned_run(tmp_path_factory, hymenoptera):
 
 
 @pytest.fixture(scope="session")
-def finetuned_bundle(tmp_path_factory, finetuned_run) -> Path:
+def finetuned_bundle(tmp_path_factory, finetuned_run, hymenoptera) -> Path:
+    """The fine-tune in every format: FP32 ONNX, INT8 ONNX, OpenVINO FP32 and NNCF INT8."""
     from edgeport.export.pipeline import export_bundle
 
     out = tmp_path_factory.mktemp("ft") / "bundle"
-    export_bundle(str(finetuned_run.best_path), out, log=lambda _: None)
+    export_bundle(str(finetuned_run.best_path), out, formats="onnx,onnx-int8,openvino,openvino-int8",
+                  calib_dir=hymenoptera / "train", calib_size=50, log=lambda _: None)
     return out

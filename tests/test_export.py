@@ -69,3 +69,21 @@ def test_export_refuses_to_overwrite_a_folder_that_is_not_a_bundle(finetuned_run
     with pytest.raises(ModelLoadError, match="not an edgeport bundle"):
         export_bundle(str(finetuned_run.best_path), precious, log=lambda _: None)
     assert (precious / "keep.txt").read_text() == "do not delete"
+
+
+def test_openvino_ir_carries_the_contract_and_is_verified(finetuned_bundle, sample_photos):
+    manifest = json.loads((finetuned_bundle / "manifest.json").read_text())
+    entry = manifest["formats"]["openvino"]
+    assert entry["backend"] == "openvino" and entry["files"] == ["openvino/model.xml", "openvino/model.bin"]
+    assert {"openvino/model.xml", "openvino/model.bin"} <= set(manifest["files"])
+    assert manifest["verification"]["openvino"]["top1_agreement"] == 1.0
+    ir = Classifier(finetuned_bundle / "openvino" / "model.xml")  # the IR alone, contract from rt_info
+    assert ir.backend == "openvino" and ir.labels == ("ants", "bees")
+    onnx_clf = Classifier(finetuned_bundle)
+    np.testing.assert_allclose(ir.scores(sample_photos), onnx_clf.scores(sample_photos), atol=1e-4)
+
+
+def test_unknown_format_is_refused_with_the_known_ones(finetuned_run, tmp_path):
+    with pytest.raises(ValueError, match="unknown format.*onnx, onnx-int8, openvino, openvino-int8"):
+        export_bundle(str(finetuned_run.best_path), tmp_path / "b", formats="onnx,tflite", log=lambda _: None)
+    assert not (tmp_path / "b").exists()

@@ -74,7 +74,7 @@ def test_missing_model_and_wrong_file_type(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         Classifier(tmp_path / "nope")
     (tmp_path / "model.pt").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="not an .onnx file"):
+    with pytest.raises(ModelLoadError, match="not a model file the runtime opens"):
         Classifier(tmp_path / "model.pt")
     (tmp_path / "dir").mkdir()
     with pytest.raises(ModelLoadError, match="no manifest.json"):
@@ -108,3 +108,12 @@ def test_runtime_predicts_with_torch_made_impossible(imagenet_bundle, sample_pho
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "TOP1" in out.stdout
+
+
+def test_bundle_format_and_backend_selection_errors(imagenet_bundle):
+    with pytest.raises(ModelLoadError, match="no format 'onnx-int8'"):
+        Classifier(imagenet_bundle, format="onnx-int8")
+    with pytest.raises(ModelLoadError, match="no format for backend 'openvino'"):
+        Classifier(imagenet_bundle, backend="openvino")
+    with pytest.raises(ModelLoadError, match="runs on onnxruntime, not openvino"):
+        Classifier(imagenet_bundle / "model.onnx", backend="openvino")

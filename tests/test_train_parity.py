@@ -39,6 +39,9 @@ def test_device_path_agrees_with_pytorch_on_every_val_jpeg(finetuned_run, finetu
     clf = Classifier(finetuned_bundle)
     api_top1 = [p.label for p in clf.predict_batch(hymenoptera_val_jpegs, top_k=1)]
     assert api_top1 == torch_top1
+    openvino = Classifier(finetuned_bundle, backend="openvino", threads=2)
+    assert openvino.format == "openvino" and openvino.model_path.suffix == ".xml"
+    assert [p.label for p in openvino.predict_batch(hymenoptera_val_jpegs, top_k=1)] == torch_top1
 
     args = [str(finetuned_bundle), *map(str, hymenoptera_val_jpegs), "--format", "jsonl", "--batch", "16"]
     result = CliRunner().invoke(predict_main, args)

@@ -1,0 +1,55 @@
+"""What an INT8 format costs and gains, measured at export on this CPU against FP32 ONNX."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeport.runtime.classifier import Classifier
+from edgeport.runtime.errors import ImageDecodeError
+from edgeport.runtime.preprocess import preprocess
+
+__all__ = ["compare_with_fp32"]
+
+
+def _batch(images: Sequence[Path], clf: Classifier) -> np.ndarray:
+    arrays = []
+    for path in images:
+        try:
+            arrays.append(preprocess(path, clf.contract))
+        except ImageDecodeError:
+            continue
+    return np.stack(arrays)
+
+
+def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path], runs: int = 50,
+                      threads: int | None = None) -> dict[str, Any]:
+    """Top-1 agreement with FP32 on ``images`` and batch-1 latency of both, timed interleaved
+    (A B A B …) so that drift on a shared machine hits both alike."""
+    fp32, other = Classifier(fp32_path, threads=threads), Classifier(model_path, threads=threads)
+    batch = _batch(images, fp32)
+    ref, out = fp32.logits_from_tensor(batch), other.logits_from_tensor(batch)
+    one = batch[:1]
+    for _ in range(5):  # warm-up: first runs allocate and pick kernels
+        fp32.logits_from_tensor(one), other.logits_from_tensor(one)
+    t_fp32, t_other = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fp32.logits_from_tensor(one)
+        mid = time.perf_counter()
+        other.logits_from_tensor(one)
+        t_fp32.append(mid - start)
+        t_other.append(time.perf_counter() - mid)
+    p50_fp32, p50_other = float(np.median(t_fp32)) * 1e3, float(np.median(t_other)) * 1e3
+    return {
+        "images": len(batch),
+        "top1_agreement_vs_fp32": float((ref.argmax(1) == out.argmax(1)).mean()),
+        "latency_ms_p50": round(p50_other, 3),
+        "fp32_latency_ms_p50": round(p50_fp32, 3),
+        "latency_ratio_vs_fp32": round(p50_other / p50_fp32, 3),
+        "runs": runs,
+        "threads": threads or "backend default",
+    }

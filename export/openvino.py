@@ -1,0 +1,67 @@
+"""OpenVINO IR from the verified ONNX model (``openvino.convert_model``), the contract in ``rt_info``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeport.runtime.backends import OPENVINO_RT_PATH
+
+from .formats import BuildContext, Format, register_format
+
+__all__ = ["build_openvino"]
+
+
+def _save(model, ctx: BuildContext, rel: str, compress_to_fp16: bool) -> None:
+    import openvino as ov
+
+    model.set_rt_info(ctx.contract.to_json(), OPENVINO_RT_PATH)
+    path = ctx.staging / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(path), compress_to_fp16=compress_to_fp16)
+
+
+def build_openvino(ctx: BuildContext) -> dict[str, Any]:
+    """FP32 IR: weights stay FP32 so the IR computes what the verified ONNX model computes."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ImportError("the openvino format needs OpenVINO: pip install 'edgeport[openvino]'") from exc
+    model = ov.convert_model(str(ctx.fp32_onnx))
+    _save(model, ctx, "openvino/model.xml", compress_to_fp16=False)
+    return {"converter": "openvino.convert_model", "compress_to_fp16": False}
+
+
+register_format(
+    Format("openvino", "openvino/model.xml", "openvino", "fp32", build_openvino, extra_files=("openvino/model.bin",))
+)
+
+
+def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
+    """NNCF post-training quantization of the IR; calibration through the runtime's preprocessing."""
+    if not ctx.calib_images:
+        raise ValueError("openvino-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as exc:
+        raise ImportError("the openvino-int8 format needs NNCF: pip install 'edgeport[openvino]'") from exc
+    from edgeport.runtime.errors import ImageDecodeError
+    from edgeport.runtime.preprocess import preprocess
+
+    tensors = []
+    for path in ctx.calib_images:
+        try:
+            tensors.append(preprocess(path, ctx.contract)[None])
+        except ImageDecodeError:
+            continue
+    ctx.log(f"quantizing the OpenVINO IR with NNCF on {len(tensors)} calibration images …")
+    model = ov.convert_model(str(ctx.fp32_onnx))
+    quantized = nncf.quantize(model, nncf.Dataset(tensors), subset_size=len(tensors))
+    _save(quantized, ctx, "openvino-int8/model.xml", compress_to_fp16=False)
+    return {"quantizer": f"nncf.quantize (nncf {nncf.__version__})", "calibration": {"images": len(tensors)}}
+
+
+register_format(
+    Format("openvino-int8", "openvino-int8/model.xml", "openvino", "int8", build_openvino_int8,
+           needs_calibration=True, extra_files=("openvino-int8/model.bin",))
+)

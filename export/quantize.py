@@ -1,0 +1,186 @@
+"""onnx-int8: onnxruntime static post-training quantization (QDQ, per-channel weights), with the
+activation/weight types chosen for the CPU that will run the model.
+
+Why a CPU-aware choice: without VNNI (AVX2 and plain AVX-512 CPUs) onnxruntime's U8S8 kernels
+multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``reduce_range`` (7-bit
+weights) or U8U8 there. With VNNI, and on ARM with dot-product instructions, U8S8 is both exact and
+fastest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.cpu import cpu_info
+from edgeport.runtime.errors import ImageDecodeError, VerificationError
+from edgeport.runtime.inputs import iter_image_files
+from edgeport.runtime.preprocess import preprocess
+from edgeport.trainer.atomic import atomic_write_bytes
+
+from .formats import BuildContext, Format, register_format
+from .onnx import INPUT_NAME, embed_contract, strip_debug_metadata
+
+__all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "choose_scheme", "select_calibration_images",
+           "quantize_onnx", "quantized_op_counts", "check_really_quantized"]
+
+TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    target_cpu: str
+    activation_type: str
+    weight_type: str
+    reduce_range: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _host_target(cpu: dict[str, Any]) -> str:
+    flags = set(cpu.get("flags", []))
+    if str(cpu.get("machine", "")).lower() in ("aarch64", "arm64"):
+        return "arm64"
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def choose_scheme(target_cpu: str = "host", cpu: dict[str, Any] | None = None) -> Int8Scheme:
+    """The QDQ types for ``target_cpu`` (``host`` = the CPU running the export)."""
+    if target_cpu not in TARGET_CPUS:
+        raise ValueError(f"--target-cpu must be one of {', '.join(TARGET_CPUS)}, got {target_cpu!r}")
+    target = _host_target(cpu or cpu_info()) if target_cpu == "host" else target_cpu
+    if target in ("vnni", "arm64"):
+        return Int8Scheme(target, "uint8", "int8", False, f"{target}: U8S8 accumulates exactly in 32 bits")
+    return Int8Scheme(
+        target, "uint8", "int8", True,
+        f"{target} without VNNI: U8S8 saturates the 16-bit accumulation, so weights use 7 bits (reduce_range)",
+    )
+
+
+def select_calibration_images(folder: Path, size: int) -> list[Path]:
+    """``size`` images spread evenly over the sorted folder (every class represented, same set every run)."""
+    files = iter_image_files(folder)
+    if not files:
+        raise ValueError(f"--calib {folder} holds no images; pass a folder of representative images (e.g. your train set)")
+    if len(files) <= size:
+        return files
+    idx = np.linspace(0, len(files) - 1, size).round().astype(int)
+    return [files[i] for i in sorted(set(idx.tolist()))]
+
+
+class _CalibrationReader:
+    """Feeds calibration images through the *runtime's* preprocessing: what the device will see."""
+
+    def __init__(self, images: Sequence[Path], contract: PreprocessContract):
+        self.images, self.contract = list(images), contract
+        self._iter = None
+        self.skipped: list[str] = []
+        self.bar = tqdm(total=len(self.images), desc="calibrating", leave=False)
+
+    def _gen(self):
+        for path in self.images:
+            self.bar.update(1)
+            try:
+                yield {INPUT_NAME: preprocess(path, self.contract)[None]}
+            except ImageDecodeError:
+                self.skipped.append(str(path))
+
+    def get_next(self):
+        if self._iter is None:
+            self._iter = self._gen()
+        item = next(self._iter, None)
+        if item is None:
+            self.bar.close()
+        return item
+
+    def rewind(self) -> None:
+        self._iter = None
+
+
+def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in _QUANT_OPS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def check_really_quantized(int8_path: Path, fp32_path: Path) -> dict[str, Any]:
+    """Refuse an "int8" model with no quantized ops or that is not smaller (Ultralytics #17158)."""
+    counts = quantized_op_counts(onnx.load(int8_path))
+    size, fp32_size = int8_path.stat().st_size, fp32_path.stat().st_size
+    if not counts.get("DequantizeLinear") and not counts.get("QLinearConv") and not counts.get("ConvInteger"):
+        raise VerificationError(f"{int8_path} contains no quantized operators; the INT8 export did not quantize anything")
+    if size >= fp32_size * 0.5:
+        raise VerificationError(f"{int8_path} is {size} bytes, not much smaller than FP32's {fp32_size}: weights were not quantized")
+    return {"quantized_ops": counts, "bytes": size, "size_ratio_vs_fp32": round(size / fp32_size, 4)}
+
+
+def quantize_onnx(
+    fp32_path: Path,
+    out_path: Path,
+    contract: PreprocessContract,
+    calib_images: Sequence[Path],
+    scheme: Int8Scheme,
+    method: str = "minmax",
+) -> dict[str, Any]:
+    """Static PTQ after onnxruntime's ``quant_pre_process``; the contract is re-embedded in the result."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIB_METHODS:
+        raise ValueError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    reader = _CalibrationReader(calib_images, contract)
+    with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quantized = Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(quantized), reader,
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=types[scheme.activation_type], weight_type=types[scheme.weight_type],
+            reduce_range=scheme.reduce_range, calibrate_method=calibrate,
+            extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
+        )
+        model = onnx.load(quantized)
+    strip_debug_metadata(model)
+    embed_contract(model, contract)
+    data = model.SerializeToString()
+    atomic_write_bytes(out_path, lambda fh: fh.write(data))
+    used = len(calib_images) - len(reader.skipped)
+    if used == 0:
+        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
+    return {"scheme": scheme.to_dict(), "calibration": {"method": method, "images": used, "skipped": reader.skipped}}
+
+
+def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
+    if not ctx.calib_images:
+        raise ValueError("onnx-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
+    scheme = choose_scheme(ctx.target_cpu)
+    out = ctx.staging / "model.int8.onnx"
+    ctx.log(f"quantizing to INT8 for {scheme.target_cpu} ({scheme.activation_type}/{scheme.weight_type}, "
+            f"reduce_range={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images …")
+    details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method)
+    details.update(check_really_quantized(out, ctx.fp32_onnx))
+    return details
+
+
+register_format(Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", build_onnx_int8, needs_calibration=True))
