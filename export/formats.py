@@ -26,6 +26,7 @@ class BuildContext:
 @dataclass(frozen=True)
 class Format:
     name: str
+    rank: int  # position in bundles and listings: FP32 before INT8, ONNX before OpenVINO
     file: str  # the file the runtime opens, relative to the bundle
     backend: str  # runtime backend that runs it
     precision: str
@@ -43,6 +44,9 @@ FORMATS: dict[str, Format] = {}
 
 def register_format(fmt: Format) -> Format:
     FORMATS[fmt.name] = fmt
+    ordered = sorted(FORMATS.values(), key=lambda f: f.rank)  # whatever order modules are imported in
+    FORMATS.clear()
+    FORMATS.update((f.name, f) for f in ordered)
     return fmt
 
 
@@ -61,4 +65,4 @@ def _onnx_fp32(ctx: BuildContext) -> dict[str, Any]:
     return {}  # built and verified by the pipeline before any other format
 
 
-register_format(Format("onnx", "model.onnx", "onnxruntime", "fp32", _onnx_fp32))
+register_format(Format("onnx", 0, "model.onnx", "onnxruntime", "fp32", _onnx_fp32))

@@ -7,22 +7,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from edgeport.runtime.classifier import Classifier
-from edgeport.runtime.errors import ImageDecodeError
-from edgeport.runtime.preprocess import preprocess
+from edgeport.runtime.preprocess import preprocess_files
 
 __all__ = ["compare_with_fp32"]
-
-
-def _batch(images: Sequence[Path], clf: Classifier) -> np.ndarray:
-    arrays = []
-    for path in images:
-        try:
-            arrays.append(preprocess(path, clf.contract))
-        except ImageDecodeError:
-            continue
-    return np.stack(arrays)
 
 
 def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path], runs: int = 50,
@@ -30,7 +18,7 @@ def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path],
     """Top-1 agreement with FP32 on ``images`` and batch-1 latency of both, timed interleaved
     (A B A B …) so that drift on a shared machine hits both alike."""
     fp32, other = Classifier(fp32_path, threads=threads), Classifier(model_path, threads=threads)
-    batch = _batch(images, fp32)
+    batch, _, _ = preprocess_files(images, fp32.contract)
     ref, out = fp32.logits_from_tensor(batch), other.logits_from_tensor(batch)
     one = batch[:1]
     for _ in range(5):  # warm-up: first runs allocate and pick kernels

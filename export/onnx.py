@@ -7,10 +7,9 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
-
 from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
 from edgeport.trainer.atomic import atomic_write_bytes
+from torch import nn
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract", "strip_debug_metadata"]
 

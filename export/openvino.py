@@ -32,7 +32,7 @@ def build_openvino(ctx: BuildContext) -> dict[str, Any]:
 
 
 register_format(
-    Format("openvino", "openvino/model.xml", "openvino", "fp32", build_openvino, extra_files=("openvino/model.bin",))
+    Format("openvino", 2, "openvino/model.xml", "openvino", "fp32", build_openvino, extra_files=("openvino/model.bin",))
 )
 
 
@@ -45,15 +45,10 @@ def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
         import openvino as ov
     except ImportError as exc:
         raise ImportError("the openvino-int8 format needs NNCF: pip install 'edgeport[openvino]'") from exc
-    from edgeport.runtime.errors import ImageDecodeError
-    from edgeport.runtime.preprocess import preprocess
+    from edgeport.runtime.preprocess import preprocess_files
 
-    tensors = []
-    for path in ctx.calib_images:
-        try:
-            tensors.append(preprocess(path, ctx.contract)[None])
-        except ImageDecodeError:
-            continue
+    batch, _, _ = preprocess_files(ctx.calib_images, ctx.contract)
+    tensors = [x[None] for x in batch]  # NNCF feeds one item at a time: batch 1, like the device
     ctx.log(f"quantizing the OpenVINO IR with NNCF on {len(tensors)} calibration images …")
     model = ov.convert_model(str(ctx.fp32_onnx))
     quantized = nncf.quantize(model, nncf.Dataset(tensors), subset_size=len(tensors))
@@ -62,6 +57,6 @@ def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
 
 
 register_format(
-    Format("openvino-int8", "openvino-int8/model.xml", "openvino", "int8", build_openvino_int8,
+    Format("openvino-int8", 3, "openvino-int8/model.xml", "openvino", "int8", build_openvino_int8,
            needs_calibration=True, extra_files=("openvino-int8/model.bin",))
 )

@@ -1,30 +1,58 @@
-"""``export_bundle``: checkpoint → verified ONNX → bundle with labels and manifest."""
+"""``export_bundle``: checkpoint → verified formats → gates → bundle (atomic) + report (always)."""
 
 from __future__ import annotations
 
 import platform
-import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 from edgeport.runtime.bundle import LABELS_NAME, MANIFEST_NAME
 from edgeport.runtime.cpu import cpu_info
+from edgeport.runtime.errors import AccuracyGateError, SpeedGateError
 
+from . import openvino as _openvino  # noqa: F401  (registers openvino, openvino-int8)
 from . import quantize as _quantize  # noqa: F401  (registers onnx-int8)
-from . import openvino as _openvino  # noqa: F401  (registers openvino, openvino-int8; after onnx-int8)
 from .bundle import file_entries, staging_bundle, write_json
 from .formats import BuildContext, parse_formats
+from .gates import apply_gates, evaluate_formats, load_eval_set
 from .measure import compare_with_fp32
-from .quantize import select_calibration_images
 from .onnx import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+from .outcome import EXIT_CODES, failure_kind
+from .quantize import select_calibration_images
 from .sources import load_source
 from .verify import verify_parity
 
-__all__ = ["export_bundle", "MANIFEST_SCHEMA_VERSION"]
+__all__ = ["ExportOptions", "export_bundle", "MANIFEST_SCHEMA_VERSION", "REPORT_SCHEMA_VERSION"]
 
 MANIFEST_SCHEMA_VERSION = 1
-_LIBRARIES = ("edgeport", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "openvino", "numpy", "pillow")
+REPORT_SCHEMA_VERSION = 1
+_LIBRARIES = ("edgeport", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "numpy", "pillow")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything ``edge-export`` takes besides SOURCE and --out (typed, NNCF-style keywords)."""
+
+    formats: str = "onnx"
+    calib_dir: str | Path | None = None
+    calib_size: int = 100
+    calib_method: str = "minmax"
+    target_cpu: str = "host"
+    eval_dir: str | Path | None = None
+    max_drop: float | None = None  # top-1 points below PyTorch a format may lose
+    require_speedup: bool = False
+    weights: str | None = None
+    report: str | Path | None = None  # JSON report path, written even when the export fails
+
+    def __post_init__(self) -> None:
+        if self.max_drop is not None and self.eval_dir is None:
+            raise ValueError("--max-drop needs --eval DIR: the images to measure the drop on")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise ValueError("--max-drop is in top-1 points and must be ≥ 0")
 
 
 def _versions() -> dict[str, str]:
@@ -37,6 +65,17 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _git_commit(folder: Path) -> str | None:
+    """HEAD of the git checkout holding ``folder``, if any (provenance for release builds)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _report_int8(name: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
     log(f"{name}: top-1 agreement with FP32 {result['top1_agreement_vs_fp32']:.2%} on {result['images']} images, "
         f"latency {result['latency_ms_p50']:.2f} ms vs FP32 {result['fp32_latency_ms_p50']:.2f} ms "
@@ -45,31 +84,64 @@ def _report_int8(name: str, result: dict[str, Any], log: Callable[[str], None]) 
         log(f"WARNING: {name} is NOT faster than FP32 ONNX on this CPU; ship FP32 or build for the device's CPU (--target-cpu)")
 
 
+def _report_formats(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Per format: size, sha256, measured figures and gate results, for the report."""
+    rows = {}
+    evaluation = (manifest.get("evaluation") or {}).get("formats", {})
+    for name, entry in manifest["formats"].items():
+        files = [manifest["files"][f] for f in entry["files"]]
+        rows[name] = {
+            "file": entry["file"], "precision": entry["precision"], "backend": entry["backend"],
+            "bytes": sum(f["bytes"] for f in files), "sha256": manifest["files"][entry["file"]]["sha256"],
+            **evaluation.get(name, {}),
+            "verification": manifest["verification"].get(name),
+            "gates": manifest["gates"].get(name),
+        }
+    return rows
+
+
 def export_bundle(
-    source: str,
-    out_dir: str | Path,
-    *,
-    formats: str = "onnx",
-    calib_dir: str | Path | None = None,
-    calib_size: int = 100,
-    calib_method: str = "minmax",
-    target_cpu: str = "host",
-    weights: str | None = None,
-    log: Callable[[str], None] = print,
+    source: str, out_dir: str | Path, options: ExportOptions | None = None, log: Callable[[str], None] = print,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Export ``source`` (a ``best.pt`` or ``torchvision:<name>``) to ``out_dir``; returns the manifest.
 
-    ``formats`` names deployment formats (``onnx``, ``openvino`` …); FP32 ONNX is always built first,
-    verified against PyTorch, and the others derive from it. Raises ``VerificationError`` (and
-    leaves any previous bundle untouched) when a format disagrees with PyTorch.
+    FP32 ONNX is always built first and verified against PyTorch; the other formats derive from it.
+    Any failure (``VerificationError``, ``AccuracyGateError``, ``SpeedGateError`` …) leaves the
+    previous bundle at ``out_dir`` untouched; the report, if asked for, is written either way.
     """
-    out_dir = Path(out_dir)
-    chosen = parse_formats(formats)
+    started = time.time()
+    report: dict[str, Any] = {"schema_version": REPORT_SCHEMA_VERSION, "source": source, "out": str(out_dir),
+                              "bundle_written": False, "formats": {}}
+    opts: ExportOptions | None = None
+    try:
+        opts = replace(options or ExportOptions(), **overrides)
+        report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+        manifest = _export(source, Path(out_dir), opts, log, report)
+        report["bundle_written"] = True
+        report.update(status="passed", exit_code=EXIT_CODES["passed"], failure=None)
+        return manifest
+    except BaseException as exc:
+        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else failure_kind(exc)
+        report.update(status="failed", exit_code=EXIT_CODES.get(kind, 1), failure={"kind": kind, "message": str(exc)})
+        raise
+    finally:
+        report_path = opts.report if opts else overrides.get("report")
+        if report_path:
+            report.update(started_at=datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+                          seconds=round(time.time() - started, 1))
+            Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+            write_json(Path(report_path), report)
+
+
+def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str], None], report: dict[str, Any]) -> dict[str, Any]:
+    chosen = parse_formats(opts.formats)
     needs_calib = [f.name for f in chosen if f.needs_calibration]
-    if needs_calib and calib_dir is None:
+    if needs_calib and opts.calib_dir is None:
         raise ValueError(f"{', '.join(needs_calib)} need --calib DIR: a folder of representative images (e.g. your train set)")
-    calib = select_calibration_images(Path(calib_dir), calib_size) if needs_calib else []
-    src = load_source(source, weights=weights)
+    calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
+    src = load_source(source, weights=opts.weights)
+    eval_set = load_eval_set(Path(opts.eval_dir), src.contract) if opts.eval_dir else None
     log(f"exporting {source} ({len(src.contract.labels)} classes, input {src.contract.input_size}) to ONNX …")
     with staging_bundle(out_dir) as staging:
         model_path = staging / "model.onnx"
@@ -77,7 +149,7 @@ def export_bundle(
         log(f"verifying against PyTorch on {len(src.verify_images)} real images …")
         verification = {"onnx": verify_parity(src.model, model_path, src.verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
-                           calib_method=calib_method, target_cpu=target_cpu, log=log)
+                           calib_method=opts.calib_method, target_cpu=opts.target_cpu, log=log)
         format_entries: dict[str, Any] = {}
         for fmt in chosen:
             details = fmt.build(ctx)
@@ -91,22 +163,52 @@ def export_bundle(
                                         "precision": fmt.precision, **details}
         format_entries["onnx"].update({"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME})
         (staging / LABELS_NAME).write_text("\n".join(src.contract.labels) + "\n", encoding="utf-8")
-        manifest = {
+        manifest: dict[str, Any] = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "name": src.name,
             "contract": src.contract.to_dict(),
             "formats": format_entries,
             "files": file_entries(staging),
-            "source": src.provenance,
+            "source": {**src.provenance, "project_git_commit": _git_commit(Path.cwd()),
+                       "edgeport_git_commit": _git_commit(Path(__file__).resolve().parent)},
             "verification": verification,
             "versions": _versions(),
             "cpu": cpu_info(),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+            "int8_target_cpu": opts.target_cpu if needs_calib else None,
         }
+        # The manifest is complete enough for the runtime to open every format by now.
         write_json(staging / MANIFEST_NAME, manifest)
+        if eval_set is not None:
+            log(f"evaluating {', '.join(format_entries)} against PyTorch on {len(eval_set.paths)} images of {opts.eval_dir} …")
+            manifest["evaluation"] = evaluate_formats(src.model, staging, list(format_entries), eval_set)
+            report["torch"] = manifest["evaluation"]["torch"]
+            report["eval"] = {k: manifest["evaluation"][k] for k in ("images", "labelled", "skipped")}
+        manifest["gates"] = apply_gates(manifest.get("evaluation"), format_entries, verification,
+                                        opts.max_drop, opts.require_speedup)
+        write_json(staging / MANIFEST_NAME, manifest)
+        report["formats"] = _report_formats(manifest)
+        _raise_on_failed_gates(manifest, opts)
     onnx_check = verification["onnx"]
     log(
         f"ok: {', '.join(format_entries)}; ONNX vs PyTorch on {onnx_check['images']} images: top-1 agreement "
         f"{onnx_check['top1_agreement']:.2%}, max |Δlogit| {onnx_check['max_abs_logit_diff']:.2e} → {out_dir}"
     )
     return manifest
+
+
+def _raise_on_failed_gates(manifest: dict[str, Any], opts: ExportOptions) -> None:
+    failed_acc = [n for n, g in manifest["gates"].items() if g["accuracy"] == "fail"]
+    if failed_acc:
+        drops = {n: manifest["evaluation"]["formats"][n]["drop_vs_torch_pp"] for n in failed_acc}
+        raise AccuracyGateError(
+            f"accuracy gate failed: {', '.join(f'{n} drops {d:.2f} points' for n, d in drops.items())} below PyTorch "
+            f"(--max-drop {opts.max_drop}); the bundle was not written. Try --calib-method percentile, more "
+            "--calib-size, or ship the FP32 formats"
+        )
+    failed_speed = [n for n, g in manifest["gates"].items() if g["speed"] == "fail"]
+    if failed_speed:
+        ratios = {n: manifest["verification"][n]["latency_ratio_vs_fp32"] for n in failed_speed}
+        raise SpeedGateError(
+            f"speed gate failed: {', '.join(f'{n} runs at ×{r:.2f} of FP32' for n, r in ratios.items())} "
+            "(--require-speedup); the bundle was not written. Build for the device's CPU with --target-cpu, or drop the INT8 format"
+        )

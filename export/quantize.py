@@ -16,14 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import onnx
-from tqdm.auto import tqdm
-
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.cpu import cpu_info
 from edgeport.runtime.errors import ImageDecodeError, VerificationError
 from edgeport.runtime.inputs import iter_image_files
 from edgeport.runtime.preprocess import preprocess
 from edgeport.trainer.atomic import atomic_write_bytes
+from tqdm.auto import tqdm
 
 from .formats import BuildContext, Format, register_format
 from .onnx import INPUT_NAME, embed_contract, strip_debug_metadata
@@ -183,4 +182,4 @@ def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     return details
 
 
-register_format(Format("onnx-int8", "model.int8.onnx", "onnxruntime", "int8", build_onnx_int8, needs_calibration=True))
+register_format(Format("onnx-int8", 1, "model.int8.onnx", "onnxruntime", "int8", build_onnx_int8, needs_calibration=True))

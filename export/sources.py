@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from edgeport.runtime.bundle import sha256_file
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.trainer.checkpoint import load_checkpoint
 from edgeport.trainer.models import build_for_checkpoint, build_pretrained, imagenet_contract, pretrained_weights
+from torch import nn
 
 from .samples import packaged_photos
 

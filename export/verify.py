@@ -9,11 +9,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
-
 from edgeport.runtime.classifier import Classifier
-from edgeport.runtime.errors import ImageDecodeError, VerificationError
-from edgeport.runtime.preprocess import preprocess
+from edgeport.runtime.errors import VerificationError
+from edgeport.runtime.preprocess import preprocess_files
+from torch import nn
 
 __all__ = ["ParityReport", "verify_parity", "ATOL", "RTOL"]
 
@@ -35,25 +34,15 @@ class ParityReport:
         return asdict(self)
 
 
-def _tensor_batch(paths: Sequence[Path], clf: Classifier) -> tuple[np.ndarray, list[Path], int]:
-    arrays, kept, skipped = [], [], 0
-    for path in paths:
-        try:
-            arrays.append(preprocess(path, clf.contract))
-            kept.append(path)
-        except ImageDecodeError:
-            skipped += 1  # the trainer skipped it too; verification needs decodable images only
-    if not arrays:
-        raise VerificationError("no decodable verification images; pass real images to verify the export on")
-    return np.stack(arrays), kept, skipped
-
-
 @torch.no_grad()
 def verify_parity(model: nn.Module, model_path: Path, images: Sequence[Path], batch_size: int = 16) -> ParityReport:
     """Run the same preprocessed tensors through PyTorch and the exported file (in batches > 1, so
     the dynamic batch axis is exercised) and compare logits and top-1."""
     clf = Classifier(model_path, batch_size=batch_size)
-    batch, kept, skipped = _tensor_batch(images, clf)
+    # Undecodable files were skipped by the trainer too; verification needs decodable images only.
+    batch, kept, skipped = preprocess_files(images, clf.contract)
+    if not kept:
+        raise VerificationError("no decodable verification images; pass real images to verify the export on")
     model = model.eval().cpu()
     expected = torch.cat([model(torch.from_numpy(batch[i : i + batch_size])) for i in range(0, len(batch), batch_size)]).numpy()
     actual = clf.logits_from_tensor(batch)
@@ -68,7 +57,7 @@ def verify_parity(model: nn.Module, model_path: Path, images: Sequence[Path], ba
     bad = [str(kept[i]) for i in np.flatnonzero((top_expected != top_actual) & (margin > 2 * tolerance))]
     report = ParityReport(
         images=len(kept),
-        skipped=skipped,
+        skipped=len(skipped),
         max_abs_logit_diff=diff,
         tolerance=tolerance,
         top1_agreement=float((top_expected == top_actual).mean()),

@@ -15,6 +15,9 @@ __all__ = [
     "DataError",
     "WeightsNotFoundError",
     "VerificationError",
+    "GateError",
+    "AccuracyGateError",
+    "SpeedGateError",
 ]
 
 
@@ -53,3 +56,15 @@ class WeightsNotFoundError(EdgeportError):
 
 class VerificationError(EdgeportError):
     """An exported model does not reproduce the PyTorch model on real images."""
+
+
+class GateError(EdgeportError):
+    """A release gate failed; the export report says which format missed which budget."""
+
+
+class AccuracyGateError(GateError):
+    """A deployed format is further below PyTorch than ``--max-drop`` allows."""
+
+
+class SpeedGateError(GateError):
+    """An INT8 format is not faster than FP32 while ``--require-speedup`` is set."""

@@ -11,7 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .contract import PreprocessContract
 from .errors import ImageDecodeError
 
-__all__ = ["ImageInput", "load_image", "preprocess", "resized_size", "crop_box", "describe_source"]
+__all__ = ["ImageInput", "load_image", "preprocess", "preprocess_files", "resized_size", "crop_box", "describe_source"]
 
 #: What the runtime accepts as one image. ndarrays need an explicit ``color`` (see ``load_image``).
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -143,3 +143,19 @@ def preprocess(image: ImageInput, contract: PreprocessContract, color: str | Non
     std = np.asarray(contract.std, dtype=np.float32)
     array = (array - mean) / std
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def preprocess_files(
+    paths: Sequence[str | os.PathLike], contract: PreprocessContract
+) -> tuple[np.ndarray, list[Path], list[str]]:
+    """Stack the decodable ``paths`` into one ``(N, 3, H, W)`` batch; undecodable ones are listed
+    as ``"path: reason"`` instead of stopping the batch."""
+    arrays, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            arrays.append(preprocess(path, contract))
+            kept.append(Path(path))
+        except ImageDecodeError as exc:
+            skipped.append(f"{path}: {exc.reason}")
+    shape = (0, 3, *contract.input_size)
+    return (np.stack(arrays) if arrays else np.zeros(shape, np.float32)), kept, skipped

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from edgeport.export.cli import main as export_main
 from edgeport.runtime.cli import main as predict_main
 from edgeport.trainer.cli import main as train_main

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from edgeport.runtime.contract import METADATA_KEY, SCHEMA_VERSION, PreprocessContract
 from edgeport.runtime.errors import ContractError
 

@@ -1,7 +1,6 @@
 import shutil
 
 import pytest
-
 from edgeport.runtime.errors import DataError
 from edgeport.trainer.data import scan_image_folder
 

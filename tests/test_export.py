@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from edgeport.export.onnx import read_contract
 from edgeport.export.pipeline import export_bundle
 from edgeport.export.verify import verify_parity

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from edgeport.export.quantize import check_really_quantized, choose_scheme, select_calibration_images
 from edgeport.runtime import Classifier, VerificationError
 

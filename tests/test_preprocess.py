@@ -4,13 +4,11 @@ import io
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
-
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.errors import ImageDecodeError
 from edgeport.runtime.preprocess import load_image, preprocess
 from edgeport.trainer.transforms import eval_transform
+from PIL import Image
 
 from .helpers import decompression_bomb, empty_file, text_as_jpeg, truncated_jpeg
 

@@ -1,7 +1,6 @@
 """The torch-free runtime on real exported models."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,10 +9,9 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
-
 from edgeport.runtime import Classifier, ContractError, IntegrityError, ModelLoadError
 from edgeport.runtime.contract import METADATA_KEY
+from PIL import Image
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "lynx"}
 

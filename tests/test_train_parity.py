@@ -4,7 +4,6 @@ import json
 
 import torch
 from click.testing import CliRunner
-
 from edgeport.runtime import Classifier
 from edgeport.runtime.cli import main as predict_main
 from edgeport.runtime.preprocess import load_image

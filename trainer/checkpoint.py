@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.errors import ModelLoadError
 

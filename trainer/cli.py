@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from edgeport.runtime.errors import EdgeportError
 
 from .models import arch_names

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import Dataset
-
 from edgeport.runtime.errors import DataError, ImageDecodeError
 from edgeport.runtime.inputs import IMAGE_SUFFIXES
 from edgeport.runtime.preprocess import load_image
+from torch.utils.data import Dataset
 
 __all__ = ["Sample", "DataSplit", "scan_image_folder", "ImageListDataset"]
 

@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from edgeport.runtime.contract import PreprocessContract
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from edgeport.runtime.contract import PreprocessContract
-
 from .checkpoint import save_checkpoint
 from .data import DataSplit, ImageListDataset, scan_image_folder
-from .models import build_pretrained, imagenet_contract, pretrained_weights, replace_head, head_module_name
+from .models import build_pretrained, head_module_name, imagenet_contract, pretrained_weights, replace_head
 from .transforms import eval_transform, train_transform
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "resolve_device"]

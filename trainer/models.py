@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
 import torch
+from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.errors import WeightsNotFoundError
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
-
-from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import WeightsNotFoundError
 
 from .weights import ensure_weights_file, load_state_dict_file
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from edgeport.runtime.contract import PreprocessContract
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
-
-from edgeport.runtime.contract import PreprocessContract
 
 __all__ = ["eval_transform", "train_transform"]
 
