@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -67,8 +68,6 @@ def _versions() -> dict[str, str]:
 
 def _git_commit(folder: Path) -> str | None:
     """HEAD of the git checkout holding ``folder``, if any (provenance for release builds)."""
-    import subprocess
-
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
