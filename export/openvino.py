@@ -11,9 +11,21 @@ from .formats import BuildContext, Format, register_format
 __all__ = ["build_openvino"]
 
 
+def _canonical_names(model, onnx_names: set[str]) -> None:
+    """Rename the nodes OpenVINO/NNCF invented (``Reshape_249745``: a per-process counter) by their
+    topological position, so that the same model exported twice in one process gives the same IR."""
+    for index, op in enumerate(model.get_ordered_ops()):
+        if op.get_type_name() in ("Parameter", "Result") or op.get_friendly_name() in onnx_names:
+            continue
+        op.set_friendly_name(f"{op.get_type_name()}_{index}")
+
+
 def _save(model, ctx: BuildContext, rel: str, compress_to_fp16: bool) -> None:
+    import onnx
     import openvino as ov
 
+    graph = onnx.load(ctx.fp32_onnx, load_external_data=False).graph
+    _canonical_names(model, {n.name for n in graph.node} | {t.name for t in graph.initializer})
     model.set_rt_info(ctx.contract.to_json(), OPENVINO_RT_PATH)
     path = ctx.staging / rel
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ def test_exit_codes_are_distinct_and_documented():
 
 def test_passing_gates_write_bundle_and_report(finetuned_run, finetuned_bundle, hymenoptera, tmp_path):
     report = tmp_path / "report.json"
-    args = [str(finetuned_run.best_path), "--out", str(tmp_path / "dist"), "--formats", "onnx,onnx-int8",
+    args = [str(finetuned_run.best_path), "--out", str(tmp_path / "dist"), "--formats", "onnx,onnx-int8,openvino,openvino-int8",
             "--calib", str(hymenoptera / "train"), "--calib-size", "50", "--eval", str(hymenoptera / "val"),
             "--max-drop", "5", "--report", str(report)]
     result = CliRunner().invoke(export_main, args)
@@ -42,16 +42,17 @@ def test_passing_gates_write_bundle_and_report(finetuned_run, finetuned_bundle, 
     assert data["status"] == "passed" and data["exit_code"] == 0 and data["bundle_written"]
     assert data["eval"]["labelled"] and data["eval"]["images"] == 153
     assert 0.9 <= data["torch"]["top1"] <= 1.0
+    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     for name, row in data["formats"].items():
         assert row["sha256"] == sha256_file(tmp_path / "dist" / row["file"])
-        assert row["bytes"] == (tmp_path / "dist" / row["file"]).stat().st_size
+        assert row["bytes"] == sum((tmp_path / "dist" / f).stat().st_size for f in manifest["formats"][name]["files"])
         assert row["gates"]["accuracy"] == "pass" and row["latency_ms_p50"] > 0
         assert abs(row["drop_vs_torch_pp"] - (data["torch"]["top1"] - row["top1"]) * 100) < 1e-3
     assert data["formats"]["onnx"]["drop_vs_torch_pp"] == 0 and data["formats"]["onnx"]["agreement_vs_torch"] == 1.0
     # Same checkpoint and options → byte-identical model files (fixed calibration order, no timestamps).
-    for name in ("model.onnx", "model.int8.onnx"):
+    for name in ("model.onnx", "model.int8.onnx", "openvino/model.xml", "openvino/model.bin",
+                 "openvino-int8/model.xml", "openvino-int8/model.bin"):
         assert sha256_file(tmp_path / "dist" / name) == sha256_file(finetuned_bundle / name), name
-    manifest = json.loads((tmp_path / "dist" / "manifest.json").read_text())
     assert manifest["int8_target_cpu"] == "host" and manifest["cpu"]["flags"]
     assert manifest["source"]["checkpoint_sha256"] == sha256_file(finetuned_run.best_path)
 
