@@ -19,17 +19,22 @@ from .outcome import EXIT_CODES, failure_kind
 @click.argument("source")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle folder to write.")
 @click.option("--formats", default="onnx",
-              help="Comma-separated: onnx, onnx-int8, openvino, openvino-int8. FP32 ONNX is always built and verified first.")
+              help="Comma-separated: onnx, onnx-int8, openvino, openvino-fp16, openvino-int8. FP32 ONNX is always built and verified first.")
 @click.option("--calib", "calib_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Representative images (recursive) for INT8 calibration, e.g. the train set.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=100, help="Calibration images, spread over --calib.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax")
+@click.option("--int8-engine", type=click.Choice(["nncf", "onnxruntime"]), default="nncf",
+              help="Quantizer of onnx-int8 (both give a QDQ model for onnxruntime): NNCF with bias correction, "
+                   "or onnxruntime's quantize_static. openvino-int8 always uses NNCF.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="onnxruntime's calibrator (with --int8-engine onnxruntime; default minmax).")
 @click.option("--target-cpu", type=click.Choice(["host", "avx2", "avx512", "vnni", "arm64"]), default="host",
               help="CPU the onnx-int8 model is built for (picks U8S8 / reduce_range).")
 @click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images to measure every format against PyTorch on; class sub-folders named like the labels give top-1.")
 @click.option("--max-drop", type=float, default=None,
-              help="Accuracy gate: top-1 points a format may lose vs PyTorch on --eval (agreement when unlabelled).")
+              help="Accuracy gate: top-1 points a format may lose vs PyTorch on --eval (agreement when unlabelled). "
+                   "The NNCF quantizers aim at it: operations too sensitive to quantize stay in float (listed in the manifest).")
 @click.option("--require-speedup", is_flag=True, help="Speed gate: every INT8 format must be faster than FP32 ONNX.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON report (per format: size, sha256, top-1, Δ vs torch, latency, gates), also on failure.")

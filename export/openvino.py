@@ -48,8 +48,24 @@ register_format(
 )
 
 
+def build_openvino_fp16(ctx: BuildContext) -> dict[str, Any]:
+    """FP16-compressed weights (half the file; the CPU plugin decompresses them to FP32 at load), so
+    it is compared with FP32 ONNX like an INT8 format instead of being held to FP32's 1e-4 tolerance."""
+    import openvino as ov
+
+    _save(ov.convert_model(str(ctx.fp32_onnx)), ctx, "openvino-fp16/model.xml", compress_to_fp16=True)
+    return {"converter": "openvino.convert_model", "compress_to_fp16": True}
+
+
+register_format(
+    Format("openvino-fp16", 3, "openvino-fp16/model.xml", "openvino", "fp16", build_openvino_fp16,
+           extra_files=("openvino-fp16/model.bin",))
+)
+
+
 def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
-    """NNCF post-training quantization of the IR; calibration through the runtime's preprocessing."""
+    """NNCF post-training quantization of the IR (``nncf_int8``); calibration through the runtime's
+    preprocessing; with ``--max-drop``, NNCF's accuracy control keeps sensitive operations in float."""
     if not ctx.calib_images:
         raise ValueError("openvino-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
     try:
@@ -59,16 +75,25 @@ def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
         raise ImportError("the openvino-int8 format needs NNCF: pip install 'edgeport[openvino]'") from exc
     from edgeport.runtime.preprocess import preprocess_files
 
-    batch, _, _ = preprocess_files(ctx.calib_images, ctx.contract)
-    tensors = [x[None] for x in batch]  # NNCF feeds one item at a time: batch 1, like the device
-    ctx.log(f"quantizing the OpenVINO IR with NNCF on {len(tensors)} calibration images …")
-    model = ov.convert_model(str(ctx.fp32_onnx))
-    quantized = nncf.quantize(model, nncf.Dataset(tensors), subset_size=len(tensors))
-    _save(quantized, ctx, "openvino-int8/model.xml", compress_to_fp16=False)
-    return {"quantizer": f"nncf.quantize (nncf {nncf.__version__})", "calibration": {"images": len(tensors)}}
+    from .nncf_int8 import float_compute_nodes_openvino, nncf_quantize
+    from .quantize import choose_scheme
+
+    calib, kept, skipped = preprocess_files(ctx.calib_images, ctx.contract)
+    scheme = choose_scheme(ctx.target_cpu)
+    ctx.log(f"quantizing the OpenVINO IR with NNCF on {len(kept)} calibration images"
+            + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy else "") + " …")
+    quantized = nncf_quantize(ov.convert_model(str(ctx.fp32_onnx)), calib, scheme, ctx.accuracy)
+    details: dict[str, Any] = {"quantizer": f"nncf {nncf.__version__}", "scheme": scheme.to_dict(),
+                               "calibration": {"images": len(kept), "skipped": skipped}}
+    _save(quantized, ctx, "openvino-int8/model.xml", compress_to_fp16=False)  # canonical names first
+    if ctx.accuracy is not None:
+        details["accuracy_control"] = {"metric": ctx.accuracy.metric_name, "max_drop_pp": ctx.accuracy.max_drop_pp,
+                                       "eval_images": len(ctx.accuracy.tensors),
+                                       "float_nodes": float_compute_nodes_openvino(quantized)}
+    return details
 
 
 register_format(
-    Format("openvino-int8", 3, "openvino-int8/model.xml", "openvino", "int8", build_openvino_int8,
+    Format("openvino-int8", 4, "openvino-int8/model.xml", "openvino", "int8", build_openvino_int8,
            needs_calibration=True, extra_files=("openvino-int8/model.bin",))
 )

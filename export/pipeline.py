@@ -11,7 +11,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from edgeport.runtime.bundle import LABELS_NAME, MANIFEST_NAME
+from edgeport.runtime.classifier import Classifier
 from edgeport.runtime.cpu import cpu_info
 from edgeport.runtime.errors import AccuracyGateError, SpeedGateError
 
@@ -21,6 +23,7 @@ from .bundle import file_entries, staging_bundle, write_json
 from .formats import BuildContext, parse_formats
 from .gates import apply_gates, evaluate_formats, load_eval_set
 from .measure import compare_with_fp32
+from .nncf_int8 import AccuracyTarget
 from .onnx import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
 from .outcome import EXIT_CODES, failure_kind
 from .quantize import select_calibration_images
@@ -41,8 +44,9 @@ class ExportOptions:
     formats: str = "onnx"
     calib_dir: str | Path | None = None
     calib_size: int = 100
-    calib_method: str = "minmax"
+    calib_method: str | None = None  # onnxruntime engine only (minmax when None)
     target_cpu: str = "host"
+    int8_engine: str = "nncf"  # quantizer of onnx-int8: nncf or onnxruntime
     eval_dir: str | Path | None = None
     max_drop: float | None = None  # top-1 points below PyTorch a format may lose
     require_speedup: bool = False
@@ -54,6 +58,8 @@ class ExportOptions:
             raise ValueError("--max-drop needs --eval DIR: the images to measure the drop on")
         if self.max_drop is not None and self.max_drop < 0:
             raise ValueError("--max-drop is in top-1 points and must be ≥ 0")
+        if self.calib_method is not None and self.int8_engine != "onnxruntime":
+            raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
 
 
 def _versions() -> dict[str, str]:
@@ -75,11 +81,11 @@ def _git_commit(folder: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _report_int8(name: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
+def _report_reduced_precision(name: str, precision: str, result: dict[str, Any], log: Callable[[str], None]) -> None:
     log(f"{name}: top-1 agreement with FP32 {result['top1_agreement_vs_fp32']:.2%} on {result['images']} images, "
         f"latency {result['latency_ms_p50']:.2f} ms vs FP32 {result['fp32_latency_ms_p50']:.2f} ms "
         f"(×{result['latency_ratio_vs_fp32']:.2f})")
-    if result["latency_ratio_vs_fp32"] >= 1.0:
+    if precision == "int8" and result["latency_ratio_vs_fp32"] >= 1.0:
         log(f"WARNING: {name} is NOT faster than FP32 ONNX on this CPU; ship FP32 or build for the device's CPU (--target-cpu)")
 
 
@@ -95,6 +101,7 @@ def _report_formats(manifest: dict[str, Any]) -> dict[str, Any]:
             **evaluation.get(name, {}),
             "verification": manifest["verification"].get(name),
             "gates": manifest["gates"].get(name),
+            **({"accuracy_control": entry["accuracy_control"]} if "accuracy_control" in entry else {}),
         }
     return rows
 
@@ -148,7 +155,8 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         log(f"verifying against PyTorch on {len(src.verify_images)} real images …")
         verification = {"onnx": verify_parity(src.model, model_path, src.verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
-                           calib_method=opts.calib_method, target_cpu=opts.target_cpu, log=log)
+                           calib_method=opts.calib_method, target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
+                           accuracy=_accuracy_target(model_path, eval_set, opts.max_drop), log=log)
         format_entries: dict[str, Any] = {}
         for fmt in chosen:
             details = fmt.build(ctx)
@@ -157,7 +165,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
                 verification[fmt.name] = verify_parity(src.model, staging / fmt.file, src.verify_images).to_dict()
             elif fmt.precision != "fp32":
                 verification[fmt.name] = compare_with_fp32(model_path, staging / fmt.file, src.verify_images)
-                _report_int8(fmt.name, verification[fmt.name], log)
+                _report_reduced_precision(fmt.name, fmt.precision, verification[fmt.name], log)
             format_entries[fmt.name] = {"file": fmt.file, "files": fmt.files, "backend": fmt.backend,
                                         "precision": fmt.precision, **details}
         format_entries["onnx"].update({"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME})
@@ -193,6 +201,15 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         f"{onnx_check['top1_agreement']:.2%}, max |Δlogit| {onnx_check['max_abs_logit_diff']:.2e} → {out_dir}"
     )
     return manifest
+
+
+def _accuracy_target(fp32_onnx: Path, eval_set, max_drop: float | None) -> AccuracyTarget | None:
+    """With --eval and --max-drop the INT8 quantizers aim at the gate's own budget (accuracy control)."""
+    if eval_set is None or max_drop is None:
+        return None
+    labelled = eval_set.targets is not None
+    targets = eval_set.targets if labelled else Classifier(fp32_onnx).logits_from_tensor(eval_set.tensors).argmax(1)
+    return AccuracyTarget(eval_set.tensors, np.asarray(targets), labelled, max_drop)
 
 
 def _raise_on_failed_gates(manifest: dict[str, Any], opts: ExportOptions) -> None:

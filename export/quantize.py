@@ -1,5 +1,6 @@
-"""onnx-int8: onnxruntime static post-training quantization (QDQ, per-channel weights), with the
-activation/weight types chosen for the CPU that will run the model.
+"""onnx-int8: a QDQ ONNX model for onnxruntime, quantized by NNCF (default, see ``nncf_int8``) or by
+onnxruntime's static post-training quantization (``--int8-engine onnxruntime``: per-channel weights,
+``--calib-method``), with the activation/weight types chosen for the CPU that will run the model.
 
 Why a CPU-aware choice: without VNNI (AVX2 and plain AVX-512 CPUs) onnxruntime's U8S8 kernels
 multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``reduce_range`` (7-bit
@@ -20,18 +21,19 @@ from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.cpu import cpu_info
 from edgeport.runtime.errors import ImageDecodeError, VerificationError
 from edgeport.runtime.inputs import iter_image_files
-from edgeport.runtime.preprocess import preprocess
+from edgeport.runtime.preprocess import preprocess, preprocess_files
 from edgeport.trainer.atomic import atomic_write_bytes
 from tqdm.auto import tqdm
 
 from .formats import BuildContext, Format, register_format
 from .onnx import INPUT_NAME, embed_contract, strip_debug_metadata
 
-__all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "choose_scheme", "select_calibration_images",
+__all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "INT8_ENGINES", "choose_scheme", "select_calibration_images",
            "quantize_onnx", "quantized_op_counts", "check_really_quantized"]
 
 TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime engine only
+INT8_ENGINES = ("nncf", "onnxruntime")
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
@@ -40,8 +42,9 @@ class Int8Scheme:
     target_cpu: str
     activation_type: str
     weight_type: str
-    reduce_range: bool
+    reduce_range: bool  # 7-bit weights (NNCF: overflow_fix)
     reason: str
+    nncf_preset: str = "performance"  # NNCF QuantizationPreset value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,14 +173,51 @@ def quantize_onnx(
     return {"scheme": scheme.to_dict(), "calibration": {"method": method, "images": used, "skipped": reader.skipped}}
 
 
+def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessContract, calib_images: Sequence[Path],
+                       scheme: Int8Scheme, accuracy=None) -> dict[str, Any]:
+    """NNCF on the pre-processed ONNX model (see ``nncf_int8``); the result is a QDQ model for onnxruntime."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .nncf_int8 import float_compute_nodes_onnx, nncf_quantize
+
+    calib, kept, skipped = preprocess_files(calib_images, contract)
+    if not kept:
+        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
+    with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        model = nncf_quantize(onnx.load(pre), calib, scheme, accuracy)
+    strip_debug_metadata(model)
+    embed_contract(model, contract)
+    data = model.SerializeToString()
+    atomic_write_bytes(out_path, lambda fh: fh.write(data))
+    details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(),
+                               "calibration": {"images": len(kept), "skipped": skipped}}
+    if accuracy is not None:
+        details["accuracy_control"] = {"metric": accuracy.metric_name, "max_drop_pp": accuracy.max_drop_pp,
+                                       "eval_images": len(accuracy.tensors),
+                                       "float_nodes": float_compute_nodes_onnx(model)}
+    return details
+
+
 def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     if not ctx.calib_images:
         raise ValueError("onnx-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
+    if ctx.int8_engine not in INT8_ENGINES:
+        raise ValueError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {ctx.int8_engine!r}")
+    if ctx.calib_method is not None and ctx.int8_engine != "onnxruntime":
+        raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
     scheme = choose_scheme(ctx.target_cpu)
     out = ctx.staging / "model.int8.onnx"
-    ctx.log(f"quantizing to INT8 for {scheme.target_cpu} ({scheme.activation_type}/{scheme.weight_type}, "
-            f"reduce_range={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images …")
-    details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method)
+    ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"
+            f"{scheme.weight_type}, 7-bit weights={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images"
+            + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy and ctx.int8_engine == "nncf" else "")
+            + " …")
+    if ctx.int8_engine == "nncf":
+        details = quantize_onnx_nncf(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.accuracy)
+    else:
+        details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method or "minmax")
+        details["engine"] = "onnxruntime"
     details.update(check_really_quantized(out, ctx.fp32_onnx))
     return details
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -124,11 +124,23 @@ class OpenVinoBackend:
         in_shape = [d.get_length() if d.is_static else "?" for d in model.inputs[0].get_partial_shape()]
         out_dim = model.outputs[0].get_partial_shape()[-1]
         self.contract = _checked_contract(model_path, contract_json, in_shape, out_dim.get_length() if out_dim.is_static else None)
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self._core, self._model, self._config = core, model, config
+        self._requests: dict[tuple[int, ...], Any] = {}
+        self._request_for((1, *in_shape[1:]) if all(isinstance(d, int) for d in in_shape[1:]) else None)
+
+    def _request_for(self, shape: tuple[int, ...] | None):
+        """An infer request compiled for exactly this input shape: OpenVINO's CPU plugin runs a
+        static shape faster than the exported dynamic batch dimension, so each batch size seen gets
+        its own compiled model (batch 1 is compiled up front, the camera case)."""
+        if shape not in self._requests:
+            if shape is not None:
+                self._model.reshape({self._model.inputs[0]: list(shape)})
+            self._requests[shape] = self._core.compile_model(self._model, "CPU", self._config).create_infer_request()
+        return self._requests[shape]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: batch})[0].copy()
+        request = self._request_for(tuple(batch.shape)) if None not in self._requests else self._requests[None]
+        return request.infer({0: batch})[0].copy()

@@ -83,6 +83,6 @@ def test_openvino_ir_carries_the_contract_and_is_verified(finetuned_bundle, samp
 
 
 def test_unknown_format_is_refused_with_the_known_ones(finetuned_run, tmp_path):
-    with pytest.raises(ValueError, match="unknown format.*onnx, onnx-int8, openvino, openvino-int8"):
+    with pytest.raises(ValueError, match="unknown format.*onnx, onnx-int8, openvino, openvino-fp16, openvino-int8"):
         export_bundle(str(finetuned_run.best_path), tmp_path / "b", formats="onnx,tflite", log=lambda _: None)
     assert not (tmp_path / "b").exists()

@@ -28,6 +28,23 @@ def test_scheme_follows_the_cpu(cpu, target, reduce_range):
         choose_scheme("riscv", cpu)
 
 
+def test_nncf_gets_the_scheme_of_the_cpu():
+    """7-bit weights where U8S8 saturates (NNCF calls it overflow_fix), full 8 bits on VNNI."""
+    from edgeport.export.nncf_int8 import _nncf_parameters
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    assert _nncf_parameters(choose_scheme("avx2"))["advanced_parameters"].overflow_fix == OverflowFix.ENABLE
+    assert _nncf_parameters(choose_scheme("vnni"))["advanced_parameters"].overflow_fix == OverflowFix.DISABLE
+
+
+def test_onnxruntime_options_are_refused_with_the_nncf_engine(tmp_path):
+    from edgeport.export.pipeline import export_bundle
+
+    with pytest.raises(ValueError, match="--calib-method .* --int8-engine onnxruntime"):
+        export_bundle("torchvision:mobilenet_v2", tmp_path / "b", formats="onnx-int8", calib_dir=tmp_path,
+                      calib_method="entropy", log=lambda _: None)
+
+
 def test_every_format_carries_the_same_contract(finetuned_bundle):
     manifest = json.loads((finetuned_bundle / "manifest.json").read_text())
     assert list(manifest["formats"]) == ["onnx", "onnx-int8", "openvino", "openvino-int8"]
@@ -39,6 +56,7 @@ def test_every_format_carries_the_same_contract(finetuned_bundle):
 def test_int8_files_are_really_quantized_and_smaller(finetuned_bundle):
     manifest = json.loads((finetuned_bundle / "manifest.json").read_text())
     entry = manifest["formats"]["onnx-int8"]
+    assert entry["engine"] == "nncf" and entry["calibration"]["images"] == 50
     assert entry["quantized_ops"]["DequantizeLinear"] > 50 and entry["size_ratio_vs_fp32"] < 0.35
     assert entry["scheme"]["target_cpu"] in ("avx2", "avx512", "vnni", "arm64")
     assert manifest["files"]["openvino-int8/model.bin"]["bytes"] < 0.35 * manifest["files"]["openvino/model.bin"]["bytes"]
@@ -57,7 +75,7 @@ def test_int8_agrees_with_fp32_on_the_val_photos(finetuned_bundle, hymenoptera_v
     int8 = Classifier(finetuned_bundle, format=fmt).scores(hymenoptera_val_jpegs).argmax(1)
     agreement = float((fp32 == int8).mean())
     assert agreement == pytest.approx(measured["top1_agreement_vs_fp32"])
-    assert agreement >= 0.95, f"{fmt} agrees with FP32 on only {agreement:.1%} of val photos"
+    assert agreement >= 0.97, f"{fmt} agrees with FP32 on only {agreement:.1%} of val photos"
 
 
 def test_calibration_images_are_spread_and_stable(hymenoptera, tmp_path):
@@ -73,3 +91,35 @@ def test_int8_needs_calibration_images(finetuned_run, tmp_path):
 
     with pytest.raises(ValueError, match="onnx-int8 need --calib DIR"):
         export_bundle(str(finetuned_run.best_path), tmp_path / "b", formats="onnx-int8", log=lambda _: None)
+
+
+def test_accuracy_control_returns_sensitive_operations_to_float(hymenoptera, tmp_path, monkeypatch):
+    """ImageNet MobileNetV2 on 20 calibration images misses a zero-point budget on 24 unlabelled
+    photos; NNCF's accuracy control (bounded to one operation here, to keep the test short) must
+    return an operation to float, the manifest/report must name it, and the gate must judge the result."""
+    import onnx
+    from edgeport.export import nncf_int8
+    from edgeport.export.pipeline import export_bundle
+    from edgeport.runtime.errors import AccuracyGateError
+
+    monkeypatch.setattr(nncf_int8, "MAX_FLOAT_OPERATIONS", 1)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for cls in ("ants", "bees"):
+        for photo in sorted((hymenoptera / "val" / cls).glob("*.jpg"))[:12]:
+            (eval_dir / f"{cls}_{photo.name}").symlink_to(photo)
+    report = tmp_path / "report.json"
+    try:
+        export_bundle("torchvision:mobilenet_v2", tmp_path / "b", formats="onnx-int8", calib_dir=hymenoptera / "train",
+                      calib_size=20, eval_dir=eval_dir, max_drop=0.0, report=report, log=lambda _: None)
+        passed = True
+    except AccuracyGateError:
+        passed = False
+    row = json.loads(report.read_text())["formats"]["onnx-int8"]
+    control = row["accuracy_control"]
+    assert control["metric"] == "top-1 agreement with FP32" and control["eval_images"] == 24
+    assert len(control["float_nodes"]) == 1, control
+    assert (row["gates"]["accuracy"] == "pass") == passed == (row["drop_vs_torch_pp"] <= 0)
+    if passed:  # the bundle's INT8 model really runs that operation in float
+        model = onnx.load(tmp_path / "b" / "model.int8.onnx")
+        assert nncf_int8.float_compute_nodes_onnx(model) == control["float_nodes"]
