@@ -96,7 +96,8 @@ class BatchAugment(nn.Module):
     """The pixel part of a preset on a float [0, 1] NCHW batch, one random draw per sample.
 
     torchvision's v2 transforms draw one set of parameters per call, i.e. per batch; here flip and
-    each jitter factor are drawn per sample, matching the CPU item path's distribution.
+    each jitter factor are drawn per sample, from the same ranges as the CPU item path (which
+    applies the jitter operations in a random order; here the order is fixed).
     """
 
     def __init__(self, preset: AugPreset, contract: PreprocessContract):
