@@ -66,8 +66,9 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
-    """Train/val loss and val accuracy per epoch, phases shaded apart."""
+    """Train/val loss and val accuracy per epoch, a dashed line between phases."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(10, 4))
@@ -76,6 +77,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     loss_ax.plot(epochs, [r["val_loss"] for r in history], "o-", label="val loss")
     acc_ax.plot(epochs, [r["val_accuracy"] for r in history], "o-", color="green", label="val accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for row in history:
             if row["epoch"] > 1 and row["phase"] != history[row["epoch"] - 2]["phase"]:
                 ax.axvline(row["epoch"] - 0.5, color="grey", linestyle="--")  # phase boundary
