@@ -12,7 +12,7 @@ from edgeport.runtime.errors import ModelLoadError
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["CHECKPOINT_KIND", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_KIND", "save_checkpoint", "load_checkpoint", "save_run_state", "load_run_state"]
 
 CHECKPOINT_KIND = "edgeport.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,4 +54,27 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if data.get("version") != CHECKPOINT_VERSION:
         raise ModelLoadError(f"{path} has checkpoint version {data.get('version')}; this edgeport reads {CHECKPOINT_VERSION}")
     data["contract"] = PreprocessContract.from_dict(data["contract"])
+    return data
+
+
+RUN_STATE_KIND = "edgeport.run_state"
+
+
+def save_run_state(path: Path, state: dict[str, Any]) -> None:
+    """``last.pt``: everything ``--resume`` needs (model, optimizer, scheduler, RNG, history) as plain data."""
+    atomic_write_bytes(path, lambda fh: torch.save({"kind": RUN_STATE_KIND, "version": CHECKPOINT_VERSION, **state}, fh))
+
+
+def load_run_state(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The last completed epoch of a run folder, or a ModelLoadError that says what to do."""
+    path = Path(run_dir) / "last.pt"
+    if not path.is_file():
+        raise ModelLoadError(f"--resume {run_dir}: no last.pt there; pass the --out folder of an edge-train run "
+                             "that finished at least one epoch")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not loadable ({exc}); start a new run without --resume") from exc
+    if not isinstance(data, dict) or data.get("kind") != RUN_STATE_KIND or data.get("version") != CHECKPOINT_VERSION:
+        raise ModelLoadError(f"{path} is not an edgeport run state of version {CHECKPOINT_VERSION}; start a new run")
     return data

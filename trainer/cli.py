@@ -1,4 +1,4 @@
-"""``edge-train``: fine-tune an ImageNet-pretrained CNN on an image folder."""
+"""``edge-train``: fine-tune an ImageNet-pretrained CNN on an image folder (fastai's ``fine_tune`` idea)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,61 @@ from edgeport.runtime.errors import EdgeportError
 from .augment import aug_names
 from .models import arch_names
 
+STRATEGY_HELP = (
+    "head: frozen body, train only the new head. finetune: --freeze-epochs head-only, then everything "
+    "with discriminative LRs. gradual: like finetune but unfreeze only the last --unfreeze K blocks. "
+    "full: everything trainable at --lr from the start (data unlike ImageNet: medical, satellite)."
+)
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+
+def _parse_lr(ctx: click.Context, param: click.Parameter, value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        lr = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
+    if lr <= 0:
+        raise click.BadParameter("must be > 0")
+    return lr
+
+
+def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None or value == "full":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: give a number of blocks ≥ 1, or 'full'")
+    return int(value)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100})
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", type=click.Choice(arch_names()), default="mobilenet_v2", help="Architecture (torchvision's; efficientnet_lite0 via timm).")
-@click.option("--epochs", type=click.IntRange(min=0), default=3, help="Epochs with everything unfrozen.")
+@click.option("--strategy", type=click.Choice(["head", "finetune", "gradual", "full"]), default="finetune",
+              help=STRATEGY_HELP)
+@click.option("--epochs", type=click.IntRange(min=0), default=3,
+              help="Epochs after the head-only ones (unfrozen for finetune/gradual). Every strategy trains "
+                   "--freeze-epochs + --epochs epochs in total.")
 @click.option("--freeze-epochs", type=click.IntRange(min=0), default=1, help="Epochs first, pretrained body frozen, new head only.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3,
-              help="Peak LR of the new head (one-cycle); unfrozen, the head peaks at LR/10 and the body at LR/100.")
+@click.option("--lr", callback=_parse_lr, default="5e-3", metavar="LR|auto",
+              help="Peak LR of the new head (one-cycle per phase), or 'auto' to take the LR finder's valley. "
+                   "Unfrozen, the head peaks at LR/10 and the earliest layer group at LR/10/--lr-mult.")
+@click.option("--lr-mult", type=click.FloatRange(min=1), default=100.0,
+              help="Discriminative LRs: head LR ÷ earliest group LR; groups between spread geometrically (fastai's slice).")
+@click.option("--unfreeze", callback=_parse_unfreeze, default=None, metavar="K|full",
+              help="gradual: unfreeze only the last K body blocks [default: full].")
+@click.option("--lr-find", "lr_find_only", is_flag=True,
+              help="Only run the LR finder: write OUT/lr_find.png, print the valley and steepest LRs, train nothing.")
+@click.option("--lr-find-iters", type=click.IntRange(min=5), default=100,
+              help="Mini-batches the LR finder sweeps (1e-7 → 10; it stops early when the loss explodes).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16)
 @click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               help="Validation share when DATA_DIR has no train/ and val/ folders.")
 @click.option("--seed", type=int, default=0, help="Same seed, same split and (on CPU) same run.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="cuda uses AMP + channels_last.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Data loader processes [default: 0 on ≤2 CPUs].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="auto: cuda when visible. cuda uses mixed precision (AMP) + channels_last.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Data loader processes [default: 0 on ≤2 CPUs, up to 4 on more; CPUs-1 with cuda].")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local ImageNet state dict for --arch (offline, instead of torchvision's file).")
 @click.option("--label-from", default="folder", metavar="folder|regex:PATTERN",
@@ -29,20 +70,38 @@ from .models import arch_names
                    "name, e.g. 'regex:^([A-Za-z_]+)_\\d+' (Oxford-Pets). Files that do not match are listed as skipped.")
 @click.option("--aug", type=click.Choice(aug_names()), default="light",
               help="Augmentation preset: none (eval crop), light (random crop + flip), strong (+ rotation, colour jitter).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train", help="Run folder.")
-def main(data_dir: str, arch: str, epochs: int, freeze_epochs: int, lr: float, batch_size: int, valid_pct: float,
-         seed: int, device: str, workers: int | None, weights: str | None, label_from: str, aug: str,
-         out_dir: str) -> None:
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train",
+              help="Run folder: best.pt, last.pt, metrics.json/.csv, curves.png, confusion_matrix.png, top_losses.png.")
+@click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="RUN_DIR",
+              help="Continue a killed run from RUN_DIR/last.pt with its saved settings (the options above are ignored).")
+def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float,
+         unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
+         workers: int | None, weights: str | None, label_from: str, aug: str, out_dir: str, resume_dir: str | None) -> None:
     """Fine-tune --arch on DATA_DIR: either DATA_DIR/{train,val}/<class>/ images, or DATA_DIR/<class>/
-    images split by --valid-pct. Writes OUT/best.pt (for edge-export), OUT/metrics.json and
-    OUT/data_report.json (files skipped as undecodable)."""
-    from .fit import TrainConfig, fit  # torch import deferred so --help is instant
+    images split by --valid-pct. Writes OUT/best.pt (for edge-export), OUT/last.pt (for --resume),
+    metrics and pictures.
+
+    \b
+    fastai → edge-train:
+      learn.lr_find()            --lr-find
+      learn.fine_tune(3, 5e-3)   --epochs 3 --freeze-epochs 1 --lr 5e-3   (the default)
+      learn.fit_one_cycle(...)   --strategy head / full
+    """
+    from .fit import TrainConfig, find_lr, fit  # torch import deferred so --help is instant
 
     try:
-        config = TrainConfig(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, batch_size=batch_size,
-                             seed=seed, valid_pct=valid_pct, device=device, workers=workers, weights=weights,
-                             label_from=label_from, aug=aug)
-        result = fit(data_dir, out_dir, config)
+        if resume_dir is not None:
+            result = fit(data_dir, resume_dir, TrainConfig(), resume=True)
+        else:
+            config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
+                                 lr_mult=lr_mult, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
+                                 batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
+                                 workers=workers, weights=weights, label_from=label_from, aug=aug)
+            if lr_find_only:
+                found = find_lr(data_dir, out_dir, config)
+                click.echo(f"suggested LR: valley {found.valley:.2e}, steep {found.steep:.2e}")
+                return
+            result = fit(data_dir, out_dir, config)
     except (EdgeportError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     best = result.best

@@ -1,0 +1,50 @@
+"""Device decisions as pure functions: which device, AMP, channels_last, loader workers, threads.
+
+Kept apart from the loop so the CUDA choices can be unit-tested on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["resolve_device", "use_amp", "use_channels_last", "default_workers", "seed_everything"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when visible; asking for ``cuda`` without one is an error, never a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def use_amp(device: torch.device) -> bool:
+    """float16 autocast + GradScaler on CUDA only: CPU float16/bfloat16 kernels are slower on AVX2 boxes."""
+    return device.type == "cuda"
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """channels_last feeds cuDNN's fastest convolution kernels under AMP; on CPU it buys nothing here."""
+    return device.type == "cuda"
+
+
+def default_workers(device: torch.device, cpus: int | None = None) -> int:
+    """Loader processes: none on ≤2 CPUs (both cores are busy with the model), a few otherwise."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    if device.type == "cpu":
+        return 0 if cpus <= 2 else min(4, cpus // 2)
+    return min(8, max(1, cpus - 1))  # the GPU waits on decoding: use every spare core
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same split, same augmentation and same weights update order on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,126 @@
+"""fastai's LR range test: raise the LR exponentially batch by batch, watch the loss, suggest an LR.
+
+The sweep trains the model for real, so its weights (and the RNG) are restored afterwards: a
+``--lr auto`` run trains from exactly the weights it would have started from without the sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write_bytes
+from .devices import use_amp
+from .steps import train_step
+
+__all__ = ["LRFindResult", "lr_find", "suggest_valley", "suggest_steep", "plot_lr_find"]
+
+
+@dataclass
+class LRFindResult:
+    """The sweep (LR and smoothed loss per batch) and fastai's two suggestions."""
+
+    lrs: list[float]
+    losses: list[float]
+    valley: float
+    steep: float
+
+    def to_dict(self) -> dict:
+        return {"valley": self.valley, "steep": self.steep, "lrs": self.lrs, "losses": self.losses}
+
+
+def suggest_valley(lrs: list[float], losses: list[float]) -> float:
+    """fastai's ``valley``: the LR two-thirds down the longest falling stretch of the loss curve."""
+    n = len(losses)
+    lds = [1] * n  # length of the longest decreasing subsequence ending at i
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return lrs[max_start + int(sections) + int(sections / 2)]
+
+
+def suggest_steep(lrs: list[float], losses: list[float]) -> float:
+    """The LR where the loss falls fastest per decade of LR."""
+    grads = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)]
+    return lrs[min(range(len(grads)), key=grads.__getitem__)]
+
+
+def _endless(loader: DataLoader, n: int):
+    """``n`` batches, going round the loader again on small data sets (fresh augmentations each time)."""
+    while True:
+        for batch in loader:
+            if n == 0:
+                return
+            n -= 1
+            yield batch
+
+
+def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start_lr: float = 1e-7,
+            end_lr: float = 10.0, num_it: int = 100, diverge: float = 4.0, progress: bool = True) -> LRFindResult:
+    """Sweep the trainable parameters' LR from ``start_lr`` to ``end_lr`` over ``num_it`` batches.
+
+    Stops early once the smoothed loss exceeds ``diverge`` × its minimum (fastai's rule).
+    """
+    if num_it < 5:
+        raise ValueError(f"the LR finder needs at least 5 iterations, got {num_it}")
+    saved_weights = copy.deepcopy(model.state_dict())
+    saved_rng = torch.get_rng_state()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=start_lr, weight_decay=0.01)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp(device))
+    lrs, losses = [], []
+    smooth, best, beta = 0.0, math.inf, 0.98
+    model.train()
+    try:
+        for i, (x, y) in enumerate(tqdm(_endless(loader, num_it), total=num_it, desc="lr_find", leave=False, disable=not progress)):
+            lr = start_lr * (end_lr / start_lr) ** (i / (num_it - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = train_step(model, x, y, optimizer, scaler, device)
+            smooth = beta * smooth + (1 - beta) * loss
+            smoothed = smooth / (1 - beta ** (i + 1))  # bias-corrected running mean
+            lrs.append(lr)
+            losses.append(smoothed)
+            best = min(best, smoothed)
+            if not math.isfinite(smoothed) or smoothed > diverge * best:
+                break
+    finally:
+        model.load_state_dict(saved_weights)
+        torch.set_rng_state(saved_rng)
+    # Like fastai: skip the first tenth (warm-up of the running mean) and the exploding tail.
+    keep_lrs, keep_losses = lrs[num_it // 10:-5], losses[num_it // 10:-5]
+    if len(keep_lrs) < 3:
+        raise ValueError(f"the loss diverged after {len(lrs)} of {num_it} LR-finder batches; lower --lr-find-end")
+    return LRFindResult(lrs, losses, suggest_valley(keep_lrs, keep_losses), suggest_steep(keep_lrs, keep_losses))
+
+
+def plot_lr_find(result: LRFindResult, path: Path) -> None:
+    """Loss vs LR on a log axis, both suggestions marked (fastai's ``plot_lr_find``)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses)
+    ax.set_xscale("log")
+    for name, lr, colour in (("valley", result.valley, "red"), ("steep", result.steep, "orange")):
+        loss = result.losses[result.lrs.index(lr)]
+        ax.plot([lr], [loss], "o", color=colour, label=f"{name} {lr:.2e}")
+    ax.set(xlabel="learning rate", ylabel="smoothed loss", title="LR finder")
+    top = min(max(result.losses), 4 * min(result.losses))
+    ax.set_ylim(min(result.losses) * 0.9, top * 1.05)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=100))

@@ -1,0 +1,137 @@
+"""Transfer-learning strategies by name, and the layer groups they (and Grad-CAM) work on.
+
+``layer_blocks`` cuts any registered architecture into its ordered pretrained blocks (the
+children of ``features`` for MobileNet/EfficientNet, stem + ``layer1..4`` for ResNet) plus the
+head; ``layer_groups`` merges those blocks into a few contiguous groups for discriminative LRs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .models import head_module_name
+
+__all__ = ["STRATEGIES", "LayerGroup", "Phase", "layer_blocks", "layer_groups", "discriminative_lrs",
+           "plan_phases", "set_trainable", "train_mode"]
+
+STRATEGIES = ("head", "finetune", "gradual", "full")
+# Containers whose children are the pretrained stages: torchvision's ``features``, timm's ``blocks``,
+# lukemelas EfficientNet's ``_blocks``.
+_STAGE_CONTAINERS = ("features", "blocks", "_blocks")
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Named parameters that share one learning rate; ``blocks`` are module names, earliest first."""
+
+    name: str
+    blocks: tuple[str, ...]
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One one-cycle phase: how many epochs, how many body blocks trainable (from the end), which LRs."""
+
+    name: str
+    epochs: int
+    trainable_blocks: int | None  # None: every body block; 0: head only
+    head_lr: float
+    lr_mult: float  # earliest trainable group gets head_lr / lr_mult; 1.0: one LR for all
+
+
+def _owns(prefix: str, name: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def layer_blocks(model: nn.Module) -> tuple[list[str], str]:
+    """The body's pretrained blocks in forward order (module names) and the head's name.
+
+    A block is a child of ``features`` (``blocks``) when the model has one, otherwise a top-level child; a child
+    that contains the head is opened up, so pretrained layers beside the head (MobileNetV3's
+    ``classifier.0``) stay in the body. Parameter-free modules (ReLU, pooling, dropout) are left out.
+    """
+    head = head_module_name(model)
+    blocks: list[str] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for child_name, child in module.named_children():
+            name = f"{prefix}{child_name}"
+            if name == head or not any(True for _ in child.parameters()):
+                continue
+            if name in _STAGE_CONTAINERS or _owns(name, head):
+                visit(name + ".", child)
+            else:
+                blocks.append(name)
+
+    visit("", model)
+    return blocks, head
+
+
+def layer_groups(model: nn.Module, n_body_groups: int = 3) -> list[LayerGroup]:
+    """Contiguous body groups (earliest first, as even in block count as possible) then the head.
+
+    Public for other tools (e.g. Grad-CAM picks its target layer from the last body group).
+    """
+    blocks, head = layer_blocks(model)
+    n = max(1, min(n_body_groups, len(blocks)))
+    bounds = [round(i * len(blocks) / n) for i in range(n + 1)]
+    names = [name for name, _ in model.named_parameters()]
+    groups = []
+    for i in range(n):
+        members = tuple(blocks[bounds[i]:bounds[i + 1]])
+        params = tuple(p for p in names if any(_owns(b, p) for b in members))
+        groups.append(LayerGroup(f"body{i}", members, params))
+    groups.append(LayerGroup("head", (head,), tuple(p for p in names if _owns(head, p))))
+    return groups
+
+
+def discriminative_lrs(n_groups: int, head_lr: float, lr_mult: float) -> list[float]:
+    """fastai's ``slice(lr / lr_mult, lr)``: geometric from the earliest group up to the head."""
+    if n_groups == 1:
+        return [head_lr]
+    low = head_lr / lr_mult
+    return [low * (head_lr / low) ** (i / (n_groups - 1)) for i in range(n_groups)]
+
+
+def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, unfrozen_lr_div: float,
+                lr_mult: float, unfreeze: int | None) -> list[Phase]:
+    """The phases a strategy runs; every strategy trains ``freeze_epochs + epochs`` epochs in total."""
+    frozen = Phase("frozen", freeze_epochs, 0, lr, 1.0)
+    unfrozen_lr = lr / unfrozen_lr_div
+    if strategy == "head":
+        phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0)]
+    elif strategy == "finetune":
+        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, lr_mult)]
+    elif strategy == "gradual":
+        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, lr_mult)]
+    elif strategy == "full":
+        phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0)]
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return [p for p in phases if p.epochs > 0]
+
+
+def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> list[dict]:
+    """Freeze all but the phase's last blocks and the head; optimizer param groups with their peak LRs."""
+    blocks, head = layer_blocks(model)
+    k = len(blocks) if phase.trainable_blocks is None else min(phase.trainable_blocks, len(blocks))
+    trainable = blocks[len(blocks) - k:] + [head]
+    named = dict(model.named_parameters())
+    for name, param in named.items():
+        param.requires_grad = any(_owns(b, name) for b in trainable)
+    groups = [g for g in layer_groups(model, n_body_groups) if any(named[p].requires_grad for p in g.params)]
+    lrs = discriminative_lrs(len(groups), phase.head_lr, phase.lr_mult)
+    return [{"params": [named[p] for p in g.params if named[p].requires_grad], "lr": lr, "name": g.name}
+            for g, lr in zip(groups, lrs)]
+
+
+def train_mode(model: nn.Module) -> None:
+    """``train()``, except BatchNorm layers whose weights are frozen keep their ImageNet statistics."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
