@@ -61,8 +61,10 @@ def photos(hymenoptera_val_jpegs) -> list[Path]:
     return hymenoptera_val_jpegs[::25]  # 7 photos, ants and bees
 
 
-def test_fast_jpeg_path_agrees_with_the_exact_contract(clf, hymenoptera_val_jpegs):
+@pytest.mark.parametrize("bundle", ["imagenet_bundle", "finetuned_bundle"])
+def test_fast_jpeg_path_agrees_with_the_exact_contract(bundle, request, hymenoptera_val_jpegs):
     """The default (draft-decoded) path keeps top-1 of the exact path on ≥ 99.5% of the val photos."""
+    clf = Classifier(request.getfixturevalue(bundle), threads=2)
     exact = np.stack([preprocess(p, clf.contract) for p in hymenoptera_val_jpegs])
     fast = np.stack([preprocess_fast(p, clf.contract) for p in hymenoptera_val_jpegs])
     assert fast.shape == exact.shape and fast.dtype == np.float32
