@@ -7,6 +7,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -230,24 +231,36 @@ def test_usage_errors(clf, tmp_path):
 
 
 def test_ctrl_c_stops_with_the_summary(clf, photos, tmp_path):
-    """A real process watching a folder; SIGINT after its first result."""
+    """A real process watching a folder that a camera app keeps saving into; SIGINT after its first result."""
     folder = tmp_path / "watched"
     folder.mkdir()
     proc = subprocess.Popen([str(BIN / "edge-predict"), str(clf.model_path), "--watch", str(folder), "--format", "jsonl"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killer = threading.Timer(120, proc.kill)  # a hung process fails the test instead of hanging it
     killer.start()
+    stop = threading.Event()
+
+    def save_photos():  # one photo every 0.5 s, however long the process takes to start
+        for i in range(240):
+            if stop.wait(0.5):
+                return
+            shutil.copy(photos[0], folder / f".part{i}")
+            os.replace(folder / f".part{i}", folder / f"{i:03d}.jpg")
+
+    saver = threading.Thread(target=save_photos, daemon=True)
+    saver.start()
     try:
-        time.sleep(1.0)  # the watch lists the folder's existing files first
-        _drop_files_later(folder, [photos[0]], delay=0.0)
         first = json.loads(proc.stdout.readline())
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=60)
     finally:
+        stop.set()
         killer.cancel()
-    assert first["ok"] and first["source"].endswith(photos[0].name)
+    assert first["ok"] and first["source"].endswith(".jpg")
     assert proc.returncode == 130, err
-    assert "interrupted: 1 classified, 0 failed" in err and "Traceback" not in err
+    shown = 1 + len(_records(rest))
+    assert re.search(rf"interrupted: {shown} classified, 0 failed, latency mean [\d.]+ / p50", err), err
+    assert "Traceback" not in err
 
 
 BLOCK_TORCH = """
