@@ -6,6 +6,7 @@ from .errors import (
     ContractError,
     DataError,
     EdgeportError,
+    FrameSourceError,
     ImageDecodeError,
     IntegrityError,
     ModelLoadError,
@@ -13,10 +14,14 @@ from .errors import (
     WeightsNotFoundError,
 )
 from .preprocess import load_image, preprocess
+from .records import StreamResult
+from .sources import Frame
 
 __all__ = [
     "Classifier",
     "Prediction",
+    "StreamResult",
+    "Frame",
     "PreprocessContract",
     "METADATA_KEY",
     "load_image",
@@ -25,6 +30,7 @@ __all__ = [
     "ContractError",
     "DataError",
     "ImageDecodeError",
+    "FrameSourceError",
     "IntegrityError",
     "ModelLoadError",
     "VerificationError",

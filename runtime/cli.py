@@ -1,104 +1,97 @@
-"""``edge-predict``: classify image files and folders with an exported model, torch-free.
+"""``edge-predict``: classify files, folders, a video, a camera or a watched folder, torch-free.
 
 Exit codes: 0 every input classified; 1 some inputs failed (each has an error record, the rest
-were still classified); 2 bad usage, including a model that cannot be used.
+were still classified); 2 bad usage, including a model or a source that cannot be opened;
+130 stopped by Ctrl-C (after printing the summary of what was done).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
 import click
-import numpy as np
 
-from .classifier import Classifier, Prediction, softmax
-from .errors import EdgeportError, ImageDecodeError
-from .inputs import InputItem, expand_inputs
+from .classifier import Classifier
+from .errors import EdgeportError
+from .inputs import expand_inputs
+from .records import FORMATS, Summary, csv_header, format_record, to_record
+from .sources import camera_frames, file_frames, paced, video_frames, watch_frames
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _record_ok(source: str, pred: Prediction, latency_ms: float) -> dict:
-    return {
-        "source": source,
-        "ok": True,
-        "top_k": [{"label": label, "score": round(score, 6)} for label, score in pred.top],
-        "latency_ms": round(latency_ms, 3),
-    }
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _record_error(source: str, error: str) -> dict:
-    return {"source": source, "ok": False, "error": error}
-
-
-def _emit(record: dict, fmt: str) -> None:
-    if fmt == "jsonl":
-        click.echo(json.dumps(record, ensure_ascii=False))
-    elif record["ok"]:
-        click.echo(f"{record['source']}  ({record['latency_ms']:.1f} ms)")
-        for entry in record["top_k"]:
-            click.echo(f"  {entry['score']:7.2%}  {entry['label']}")
-    else:
-        click.echo(f"{record['source']}  ERROR: {record['error']}")
-
-
-def classify_items(clf: Classifier, items: list[InputItem], top_k: int, batch: int):
-    """Yield one record per input, in input order; a bad input never stops the others."""
-    for start in range(0, len(items), batch):
-        chunk = items[start : start + batch]
-        tensors, ok_idx, records, t0 = [], [], [None] * len(chunk), time.perf_counter()
-        for i, item in enumerate(chunk):
-            if item.error:
-                records[i] = _record_error(item.source, item.error)
-                continue
-            try:
-                tensors.append(clf.preprocess(item.source))
-                ok_idx.append(i)
-            except ImageDecodeError as exc:
-                records[i] = _record_error(item.source, exc.reason)
-        if tensors:
-            preds = clf.top_k(softmax(clf.logits_from_tensor(np.stack(tensors))), top_k)
-            per_item_ms = (time.perf_counter() - t0) * 1000 / len(tensors)
-            for i, pred in zip(ok_idx, preds):
-                records[i] = _record_ok(chunk[i].source, pred, per_item_ms)
-        yield from records
+def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
+    """The one frame iterator the options ask for."""
+    chosen = [name for name, given in (("INPUTS", inputs), ("--video", video), ("--camera", camera is not None),
+                                       ("--watch", watch)) if given]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of INPUTS, --video FILE, --camera INDEX or --watch DIR"
+                               + (f" (got {', '.join(chosen)})" if chosen else ""))
+    if video:
+        return paced(video_frames(video, every), max_fps)
+    if camera is not None:
+        return paced(camera_frames(camera, every), max_fps, live=True)
+    if watch:
+        return paced(watch_frames(watch, idle_timeout=watch_timeout, max_files=max_files, since=started), max_fps)
+    return paced(file_frames(expand_inputs(inputs)), max_fps)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(exists=True, dir_okay=True))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
+@click.option("--video", type=click.Path(dir_okay=False), help="Classify the frames of this video file (needs [camera]).")
+@click.option("--camera", type=click.IntRange(min=0), help="Classify live frames of this camera index (needs [camera]).")
+@click.option("--watch", type=click.Path(file_okay=False), help="Classify image files as they appear in this folder.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video/camera: every Nth frame.")
+@click.option("--max-fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many frames per second (a camera drops the frames in between).")
+@click.option("--watch-timeout", type=click.FloatRange(min=0), default=None,
+              help="--watch: stop after this many seconds without a new file (default: until Ctrl-C).")
+@click.option("--max-files", type=click.IntRange(min=1), default=None, help="--watch: stop after this many files.")
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes per image.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="table", show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Report the label 'unknown' when the best probability is below this.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
               help="auto: the bundle's first format (FP32 ONNX), or the file's own backend.")
 @click.option("--model-format", default=None,
               help="A bundle format by name: onnx, onnx-int8, openvino, openvino-int8 (those the bundle has).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: the backend's).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference call.")
-def main(model: str, inputs: tuple[str, ...], top_k: int, fmt: str, backend: str, model_format: str | None,
-         threads: int | None, batch: int) -> None:
-    """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin) with
-    MODEL (an edge-export bundle directory, an .onnx file or an OpenVINO .xml). Preprocessing and labels come from
-    the model itself."""
+@click.option("--exact-preprocess", is_flag=True,
+              help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
+def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
+         max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
+         fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool) -> None:
+    """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
+    a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
+    OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
+    stdout, a summary (count, failures, latency mean/p50/p90, FPS) on stderr."""
+    started = time.time()  # --watch: files written while the model loads count as new
     try:
-        clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch)
+        frames = _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started)
+    except EdgeportError as exc:  # a video or camera that cannot be opened
+        raise click.UsageError(str(exc)) from exc
+    try:
+        clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
+                         exact_preprocess=exact_preprocess)
     except EdgeportError as exc:
         raise click.BadParameter(str(exc), param_hint="MODEL") from exc
-    items = expand_inputs(inputs)
-    n_ok = n_failed = 0
-    latencies: list[float] = []
-    for record in classify_items(clf, items, top_k, batch):
-        _emit(record, fmt)
-        if record["ok"]:
-            n_ok += 1
-            latencies.append(record["latency_ms"])
-        else:
-            n_failed += 1
-    mean = f", mean {np.mean(latencies):.1f} ms/image" if latencies else ""
-    click.echo(f"{n_ok} classified, {n_failed} failed{mean} ({clf.format or clf.model_path.name} on {clf.backend})", err=True)
-    sys.exit(EXIT_SOME_FAILED if n_failed else EXIT_OK)
+    summary, interrupted = Summary(started=time.perf_counter()), False
+    if fmt == "csv":
+        click.echo(csv_header())
+    try:
+        for result in clf.stream(frames, top_k=top_k, threshold=threshold, batch=batch):
+            summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
+            click.echo(format_record(to_record(result), fmt))
+    except KeyboardInterrupt:
+        interrupted = True
+    except EdgeportError as exc:  # the source itself cannot be opened (video, camera, folder)
+        raise click.UsageError(str(exc)) from exc
+    name = clf.format or clf.model_path.name
+    click.echo(f"{summary.text(time.perf_counter(), interrupted)} ({name} on {clf.backend})", err=True)
+    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_SOME_FAILED if summary.failed else EXIT_OK)
 
 
 if __name__ == "__main__":

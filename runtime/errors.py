@@ -10,6 +10,7 @@ __all__ = [
     "EdgeportError",
     "ContractError",
     "ImageDecodeError",
+    "FrameSourceError",
     "ModelLoadError",
     "IntegrityError",
     "DataError",
@@ -36,6 +37,10 @@ class ImageDecodeError(EdgeportError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+
+class FrameSourceError(EdgeportError):
+    """A video, camera or watched folder cannot be opened (the stream cannot start at all)."""
 
 
 class ModelLoadError(EdgeportError):

@@ -19,7 +19,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .contract import PreprocessContract
 from .errors import ImageDecodeError
 
-__all__ = ["ImageInput", "load_image", "preprocess", "preprocess_files", "resized_size", "crop_box", "describe_source"]
+__all__ = [
+    "ImageInput",
+    "load_image",
+    "preprocess",
+    "preprocess_fast",
+    "preprocess_files",
+    "resized_size",
+    "crop_box",
+    "describe_source",
+]
 
 #: What the runtime accepts as one image. ndarrays need an explicit ``color`` (see ``load_image``).
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -52,15 +61,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode(fp: object, source: str) -> Image.Image:
+def _decode(fp: object, source: str, draft_shorter: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """The decoded RGB image and the full (EXIF-oriented) size of the picture in the file.
+
+    With ``draft_shorter`` a JPEG is decoded DCT-domain downscaled (1/2, 1/4, 1/8) to the smallest
+    size that still keeps its shorter side ≥ ``draft_shorter``, so the resize that follows stays a
+    downscale; the decoded image is then smaller than the full size.
+    """
     try:
         with warnings.catch_warnings():
             # A picture above Pillow's MAX_IMAGE_PIXELS is a decompression bomb on a device.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
+                full = img.size
+                if draft_shorter and img.format == "JPEG":
+                    img.draft("RGB", resized_size(*full, draft_shorter))
                 img.load()  # force the full decode now: truncated files fail here, not later
+                before = img.size
                 img = ImageOps.exif_transpose(img)  # phone photos: honour the EXIF orientation
-                return _to_rgb(img)
+                if img.size != before:  # rotated by 90°: the full size turns with it
+                    full = full[::-1]
+                return _to_rgb(img), full
     except FileNotFoundError as exc:
         raise ImageDecodeError(source, "file not found; check the path") from exc
     except IsADirectoryError as exc:
@@ -83,14 +104,19 @@ def load_image(image: ImageInput, color: str | None = None) -> Image.Image:
     ``color`` must be given for arrays: ``"rgb"`` or ``"bgr"`` (OpenCV frames are BGR). Guessing
     would silently swap channels, the classic deploy-time accuracy bug.
     """
+    return _load(image, color)[0]
+
+
+def _load(image: ImageInput, color: str | None, draft_shorter: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
     if isinstance(image, Image.Image):
-        return _to_rgb(image)
+        return _to_rgb(image), image.size
     if isinstance(image, (str, os.PathLike)):
-        return _decode(os.fspath(image), os.fspath(image))
+        return _decode(os.fspath(image), os.fspath(image), draft_shorter)
     if isinstance(image, (bytes, bytearray)):
-        return _decode(io.BytesIO(image), describe_source(image))
+        return _decode(io.BytesIO(image), describe_source(image), draft_shorter)
     if isinstance(image, np.ndarray):
-        return _array_to_image(image, color)
+        img = _array_to_image(image, color)
+        return img, img.size
     raise TypeError(
         f"unsupported image type {type(image).__name__}; pass a path, bytes, a PIL image or an ndarray"
     )
@@ -143,6 +169,47 @@ def preprocess(image: ImageInput, contract: PreprocessContract, color: str | Non
     std = np.asarray(contract.std, dtype=np.float32)
     array = (array - mean) / std
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+#: Pillow's ``reducing_gap``: a first integer ``reduce()`` while the scale is still ≥ 3×, then a
+#: proper resample; Pillow documents 3.0 as indistinguishable from the full resample in most cases.
+FAST_REDUCING_GAP = 3.0
+
+
+def preprocess_fast(image: ImageInput, contract: PreprocessContract, color: str | None = None) -> np.ndarray:
+    """The contract's tensor, computed the fast way: most of the time goes to decoding, not inference.
+
+    JPEGs are decoded DCT-domain downscaled (``Image.draft``) while still ≥ the resize size; only
+    the centre-crop region is resampled (``resize(box=…)``, the same filter taps as resize-then-crop)
+    with a ``reduce()`` first where the scale is large. Top-1 agreement with ``preprocess`` is
+    measured in ``benchmarks/runtime_speed.py``; ``preprocess`` stays the exact reference.
+    """
+    img, (full_w, full_h) = _load(image, color, contract.resize_size if contract.center_crop else min(contract.input_size))
+    crop_h, crop_w = contract.input_size
+    resample = _RESAMPLE[contract.interpolation]
+    if contract.center_crop:
+        new_w, new_h = resized_size(full_w, full_h, contract.resize_size)
+        left, top, right, bottom = crop_box(new_w, new_h, crop_h, crop_w)
+        sx, sy = img.width / new_w, img.height / new_h  # resized coordinates → decoded pixels
+        box = (left * sx, top * sy, right * sx, bottom * sy)
+    else:
+        box = (0, 0, img.width, img.height)
+    if box != (0, 0, crop_w, crop_h) or img.size != (crop_w, crop_h):
+        img = img.resize((crop_w, crop_h), resample, box=box, reducing_gap=FAST_REDUCING_GAP)
+    return _normalize_planar(np.asarray(img), contract)
+
+
+def _normalize_planar(pixels: np.ndarray, contract: PreprocessContract) -> np.ndarray:
+    """HxWx3 uint8 → (3, H, W) float32 ``(x/255 - mean)/std`` as one multiply-add per channel plane,
+    written straight into CHW order, which avoids a float HWC copy and its transpose."""
+    std = np.asarray(contract.std, dtype=np.float32)
+    scale = np.float32(1.0) / (np.float32(255.0) * std)
+    shift = np.asarray(contract.mean, dtype=np.float32) / std
+    out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    for c in range(3):
+        np.multiply(pixels[:, :, c], scale[c], out=out[c], casting="unsafe")
+        out[c] -= shift[c]
+    return out
 
 
 def preprocess_files(
