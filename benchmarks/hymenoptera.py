@@ -1,0 +1,24 @@
+"""Figure set 2: the hymenoptera fine-tune (MobileNetV2, 1 frozen + 1 unfrozen epoch, seed 0 — the
+`make release-model` recipe) in every format, top-1 accuracy on its val split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeport.export.bench import run_benchmark
+from edgeport.export.pipeline import export_bundle
+from edgeport.trainer.fit import TrainConfig, fit
+
+from .common import ALL_FORMATS, REPO, hymenoptera_dir, write_results
+
+COMMAND = "python -m benchmarks hymenoptera"
+
+
+def main(out: Path = REPO / "build" / "benchmarks" / "hymenoptera", **bench_options) -> dict:
+    data = hymenoptera_dir()
+    run = fit(data, out / "run", TrainConfig(arch="mobilenet_v2", freeze_epochs=1, epochs=1, seed=0))
+    bundle = out / "bundle"
+    export_bundle(str(run.best_path), bundle, formats=ALL_FORMATS, calib_dir=data / "train", calib_size=100)
+    report = run_benchmark(str(bundle), data / "val", **bench_options)
+    write_results(report, out, COMMAND)
+    return report
