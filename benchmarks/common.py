@@ -17,7 +17,7 @@ def hymenoptera_dir() -> Path:
     path = Path(os.environ.get("EDGEPORT_HYMENOPTERA", REPO.parent / "shared" / "data" / "hymenoptera"))
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise SystemExit(f"hymenoptera data not found at {path}; set EDGEPORT_HYMENOPTERA to a folder with train/ and val/")
-    return path
+    return Path(os.path.relpath(path))  # reports and tables name it as the command saw it, not this machine's layout
 
 
 def write_results(report: dict[str, Any], out: Path, command: str) -> None:

@@ -14,11 +14,13 @@ from .common import ALL_FORMATS, REPO, hymenoptera_dir, write_results
 COMMAND = "python -m benchmarks hymenoptera"
 
 
-def main(out: Path = REPO / "build" / "benchmarks" / "hymenoptera", **bench_options) -> dict:
+def main(out: Path = REPO / "build" / "benchmarks" / "hymenoptera", checkpoint: Path | None = None, **bench_options) -> dict:
+    """Fine-tune (or take ``checkpoint``, a best.pt of the same recipe), export every format, measure."""
     data = hymenoptera_dir()
-    run = fit(data, out / "run", TrainConfig(arch="mobilenet_v2", freeze_epochs=1, epochs=1, seed=0))
+    if checkpoint is None:
+        checkpoint = fit(data, out / "run", TrainConfig(arch="mobilenet_v2", freeze_epochs=1, epochs=1, seed=0)).best_path
     bundle = out / "bundle"
-    export_bundle(str(run.best_path), bundle, formats=ALL_FORMATS, calib_dir=data / "train", calib_size=100)
+    export_bundle(str(checkpoint), bundle, formats=ALL_FORMATS, calib_dir=data / "train", calib_size=100)
     report = run_benchmark(str(bundle), data / "val", **bench_options)
     write_results(report, out, COMMAND)
     return report
