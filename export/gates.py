@@ -7,62 +7,24 @@ the share of images whose top-1 differs from PyTorch's.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from edgeport.runtime.classifier import Classifier
-from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import DataError
-from edgeport.runtime.inputs import iter_image_files
-from edgeport.runtime.preprocess import preprocess_files
 from torch import nn
+
+from .evalset import EvalSet, load_eval_set
+from .timing import time_interleaved
 
 __all__ = ["EvalSet", "load_eval_set", "evaluate_formats", "apply_gates"]
 
 
-@dataclass(frozen=True)
-class EvalSet:
-    paths: list[Path]
-    tensors: np.ndarray  # (N, 3, H, W), the runtime's preprocessing
-    targets: np.ndarray | None  # label indices, or None when the folder has no class sub-folders
-    skipped: list[str]
-
-
-def load_eval_set(folder: Path, contract: PreprocessContract) -> EvalSet:
-    """Images under ``folder``; labelled when its sub-folders are named like the model's labels."""
-    folder = Path(folder)
-    files = iter_image_files(folder)
-    if not files:
-        raise DataError(f"--eval {folder} holds no images")
-    subdirs = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
-    index = {label: i for i, label in enumerate(contract.labels)}
-    labelled = bool(subdirs) and all(d in index for d in subdirs)
-    if subdirs and not labelled and any(d in index for d in subdirs):
-        unknown = [d for d in subdirs if d not in index]
-        raise DataError(f"--eval {folder} has class folders {unknown} that are not labels of the model; rename or remove them")
-    tensors, kept, skipped = preprocess_files(files, contract)
-    if not kept:
-        raise DataError(f"--eval {folder}: no image could be decoded")
-    targets = np.asarray([index[p.relative_to(folder).parts[0]] for p in kept]) if labelled else None
-    return EvalSet(kept, tensors, targets, skipped)
-
-
 def _latency_p50(clfs: dict[str, Classifier], sample: np.ndarray, runs: int) -> dict[str, float]:
     """Batch-1 p50 per format, formats interleaved (A B C A B C …) so drift hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in clfs}
-    for clf in clfs.values():
-        for _ in range(3):
-            clf.logits_from_tensor(sample)
-    for _ in range(runs):
-        for name, clf in clfs.items():
-            start = time.perf_counter()
-            clf.logits_from_tensor(sample)
-            times[name].append(time.perf_counter() - start)
-    return {name: round(float(np.median(t)) * 1e3, 3) for name, t in times.items()}
+    samples = time_interleaved({name: (lambda c=clf: c.logits_from_tensor(sample)) for name, clf in clfs.items()}, runs=runs)
+    return {name: round(samples.p50_ms(name), 3) for name in clfs}
 
 
 @torch.no_grad()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from edgeport.runtime.classifier import Classifier
 from edgeport.runtime.preprocess import preprocess_files
+
+from .timing import time_interleaved
 
 __all__ = ["compare_with_fp32"]
 
@@ -21,17 +21,9 @@ def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path],
     batch, _, _ = preprocess_files(images, fp32.contract)
     ref, out = fp32.logits_from_tensor(batch), other.logits_from_tensor(batch)
     one = batch[:1]
-    for _ in range(5):  # warm-up: first runs allocate and pick kernels
-        fp32.logits_from_tensor(one), other.logits_from_tensor(one)
-    t_fp32, t_other = [], []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fp32.logits_from_tensor(one)
-        mid = time.perf_counter()
-        other.logits_from_tensor(one)
-        t_fp32.append(mid - start)
-        t_other.append(time.perf_counter() - mid)
-    p50_fp32, p50_other = float(np.median(t_fp32)) * 1e3, float(np.median(t_other)) * 1e3
+    samples = time_interleaved({"fp32": lambda: fp32.logits_from_tensor(one), "other": lambda: other.logits_from_tensor(one)},
+                               runs=runs, warmup=5)
+    p50_fp32, p50_other = samples.p50_ms("fp32"), samples.p50_ms("other")
     return {
         "images": len(batch),
         "top1_agreement_vs_fp32": float((ref.argmax(1) == out.argmax(1)).mean()),

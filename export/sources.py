@@ -55,6 +55,7 @@ def load_source(spec: str, weights: str | None = None) -> ModelSource:
         provenance={
             "kind": "checkpoint",
             "arch": ckpt["arch"],
+            "checkpoint": str(Path(spec).resolve()),  # lets edge-bench find a bundle's PyTorch original
             "checkpoint_sha256": sha256_file(spec),
             "epoch": ckpt.get("epoch"),
             "val_accuracy": (ckpt.get("metrics") or {}).get("val_accuracy"),

@@ -1,0 +1,1 @@
+"""Reproducible edge-bench figure sets: ``python -m benchmarks imagenet|hymenoptera``."""

@@ -1,0 +1,50 @@
+"""``edge-bench``: every deployed format of a model against its PyTorch original, on the same images.
+
+Exit codes: 0 measured; 1 internal error; 2 bad usage (arguments, model, data).
+"""
+
+from __future__ import annotations
+
+import click
+from edgeport.runtime.errors import EdgeportError
+
+from .bench import BenchOptions
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("model")
+@click.option("--data", "data", type=click.Path(file_okay=False), required=True,
+              help="Images to measure on; class sub-folders named like the labels give top-1, otherwise agreement with torch.")
+@click.option("--formats", default=None, help="Comma-separated: torch, onnx, onnx-int8, openvino, openvino-int8 [default: all that exist].")
+@click.option("--batch", type=click.IntRange(min=1), default=8, help="Batch size of the throughput measurement.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: each backend's].")
+@click.option("--runs", type=click.IntRange(min=1), default=50, help="At least this many interleaved batch-1 rounds …")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=10.0, help="… and at least this long measuring.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, help="Untimed calls per format first.")
+@click.option("--e2e-images", type=click.IntRange(min=1), default=20, help="Files timed decode → top-k per format.")
+@click.option("--cold-starts", type=click.IntRange(min=0), default=3, help="edge-predict processes per format (0 skips).")
+@click.option("--calib", "calib_dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="INT8 calibration images when MODEL is a checkpoint or torchvision:<name> (exported first).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON (documented schema).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG: accuracy vs latency, latency bars.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def main(model: str, data: str, json_path: str | None, plot_path: str | None, quiet: bool, **options) -> None:
+    """Benchmark MODEL — an edge-export bundle, an .onnx/.xml file, a trainer checkpoint or
+    torchvision:<arch> — format by format against PyTorch on the images of --data."""
+    from .bench import run_benchmark
+    from .bench_report import markdown_table, write_json, write_plot
+
+    try:
+        report = run_benchmark(model, data, BenchOptions(progress=not quiet, **options))
+    except (EdgeportError, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from exc
+    click.echo(markdown_table(report))
+    if json_path:
+        write_json(report, json_path)
+    if plot_path:
+        write_plot(report, plot_path)
+
+
+if __name__ == "__main__":
+    main()
