@@ -70,10 +70,10 @@ vertical-align:top}} .wrong figcaption{{color:#b00}} .bad{{color:#b00}}</style><
 
 
 def grad_cam_gallery(source: ExplainModel | str, folder: str | Path, out_dir: str | Path, layer: str | None = None,
-    source = as_explain_model(source)
                      progress: bool = True) -> GalleryResult:
     """One Grad-CAM overlay (top class) per image under ``folder``; undecodable files are listed on the
     page with their error and the rest still get done."""
+    source = as_explain_model(source)
     folder, out_dir = Path(folder), Path(out_dir)
     files = iter_image_files(folder)
     if not files:
