@@ -81,7 +81,7 @@ def grad_cam_gallery(source: ExplainModel | str, folder: str | Path, out_dir: st
     items = []
     for path in tqdm(files, desc="grad-cam", unit="img", disable=not progress):
         rel = path.relative_to(folder).with_suffix(".png")
-        item = GalleryItem(str(rel), true_label=_true_label(path, source.contract.labels))
+        item = GalleryItem(path.relative_to(folder).as_posix(), true_label=_true_label(path, source.contract.labels))
         try:
             cam = grad_cam(source, path, layer)
         except EdgeportError as exc:  # a bad image: report it, finish the others
