@@ -50,6 +50,8 @@ def weight_changes(finetuned: ExplainModel | str, reference: ExplainModel | str 
 
 
 def save_weight_changes(finetuned: ExplainModel | str, out: str | Path, reference: ExplainModel | str | None = None) -> list[BlockChange]:
+    finetuned = as_explain_model(finetuned)
+    reference = as_explain_model(reference) if reference is not None else None
     changes = weight_changes(finetuned, reference)
     ref_name = reference.name if reference else f"ImageNet {finetuned.arch}"
     fig = new_figure(max(5.0, 0.32 * len(changes) + 1.5), 3.4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +23,12 @@ def new_figure(width_in: float, height_in: float) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 80) -> Path:
-    path = Path(path)
-    atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
-    return path
+    """As a 256-colour PNG: activation grids are noisy and would otherwise be several times larger."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as img:
+        return save_image(img.convert("RGB").quantize(256), path)
 
 
 def save_image(image: Image.Image, path: str | Path) -> Path:
