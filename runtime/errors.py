@@ -19,6 +19,7 @@ __all__ = [
     "GateError",
     "AccuracyGateError",
     "SpeedGateError",
+    "LayerNameError",
 ]
 
 
@@ -73,3 +74,7 @@ class AccuracyGateError(GateError):
 
 class SpeedGateError(GateError):
     """An INT8 format is not faster than FP32 while ``--require-speedup`` is set."""
+
+
+class LayerNameError(EdgeportError):
+    """A layer asked for by name (explain tools) is not in the model; the message lists valid names."""
