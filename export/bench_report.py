@@ -31,9 +31,9 @@ SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 
 #: Fields of each row.
 ROW_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
-    "format": ((str,), "torch, onnx, onnx-int8, openvino, openvino-int8"),
+    "format": ((str,), "torch, onnx, onnx-int8, openvino, openvino-fp16, openvino-int8"),
     "backend": ((str,), "torch, onnxruntime or openvino"),
-    "precision": ((str,), "fp32 or int8"),
+    "precision": ((str,), "fp32, fp16 or int8"),
     "file": (_OPT_STR, "model file relative to the bundle (torch: the checkpoint or torchvision:<name>)"),
     "size_bytes": ((int, type(None)), "bytes on disk of every file of the format (null: torchvision weights)"),
     "size_mb": (_OPT_NUM, "size_bytes / 1e6"),
