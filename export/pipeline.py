@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +27,7 @@ from .outcome import EXIT_CODES, failure_kind
 from .quantize import select_calibration_images
 from .sources import load_source
 from .verify import verify_parity
+from .versions import library_versions
 
 __all__ = ["ExportOptions", "export_bundle", "MANIFEST_SCHEMA_VERSION", "REPORT_SCHEMA_VERSION"]
 
@@ -46,7 +45,7 @@ class ExportOptions:
     calib_size: int = 100
     calib_method: str | None = None  # onnxruntime engine only (minmax when None)
     target_cpu: str = "host"
-    int8_engine: str = "nncf"  # quantizer of onnx-int8: nncf or onnxruntime
+    int8_engine: str = "onnxruntime"  # quantizer of onnx-int8: onnxruntime or nncf (see export.nncf_int8)
     eval_dir: str | Path | None = None
     max_drop: float | None = None  # top-1 points below PyTorch a format may lose
     require_speedup: bool = False
@@ -60,16 +59,6 @@ class ExportOptions:
             raise ValueError("--max-drop is in top-1 points and must be ≥ 0")
         if self.calib_method is not None and self.int8_engine != "onnxruntime":
             raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
-
-
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def _git_commit(folder: Path) -> str | None:
@@ -179,7 +168,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             "source": {**src.provenance, "project_git_commit": _git_commit(Path.cwd()),
                        "edgeport_git_commit": _git_commit(Path(__file__).resolve().parent)},
             "verification": verification,
-            "versions": _versions(),
+            "versions": library_versions(_LIBRARIES),
             "cpu": cpu_info(),
             "int8_target_cpu": opts.target_cpu if needs_calib else None,
         }

@@ -33,7 +33,7 @@ __all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "INT8_ENGINES", "choose
 
 TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime engine only
-INT8_ENGINES = ("nncf", "onnxruntime")
+INT8_ENGINES = ("onnxruntime", "nncf")
 _QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
