@@ -238,7 +238,7 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
                 scheduler.step()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
             evaluation = evaluate(model, val_loader, device)
-            accuracy = (evaluation["preds"] == evaluation["targets"]).float().mean().item()
+            accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
             row = {"epoch": current, "phase": phase.name, "train_loss": loss_sum / seen,
                    "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                    "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
