@@ -1,6 +1,7 @@
-"""onnx-int8: a QDQ ONNX model for onnxruntime, quantized by NNCF (default, see ``nncf_int8``) or by
-onnxruntime's static post-training quantization (``--int8-engine onnxruntime``: per-channel weights,
-``--calib-method``), with the activation/weight types chosen for the CPU that will run the model.
+"""onnx-int8: a QDQ ONNX model for onnxruntime, quantized by onnxruntime's static post-training
+quantization (default: per-channel weights, ``--calib-method``) or by NNCF (``--int8-engine nncf``,
+see ``nncf_int8`` for why it is not the default), with the activation/weight types chosen for the
+CPU that will run the model.
 
 Why a CPU-aware choice: without VNNI (AVX2 and plain AVX-512 CPUs) onnxruntime's U8S8 kernels
 multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``reduce_range`` (7-bit
