@@ -45,12 +45,10 @@ class AccuracyTarget:
 def _nncf_parameters(scheme) -> dict[str, Any]:
     """``Int8Scheme`` → NNCF keywords. ``overflow_fix`` is NNCF's name for 7-bit weights
     (onnxruntime's ``reduce_range``): the saturation fix for U8S8 on x86 CPUs without VNNI."""
-    import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     fix = OverflowFix.ENABLE if scheme.reduce_range else OverflowFix.DISABLE
-    return {"preset": nncf.QuantizationPreset(scheme.nncf_preset),
-            "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=fix)}
+    return {"advanced_parameters": AdvancedQuantizationParameters(overflow_fix=fix)}
 
 
 class _Logits:
@@ -106,7 +104,7 @@ def nncf_quantize(model: Any, calib: np.ndarray, scheme, accuracy: AccuracyTarge
                               lambda item: feed(item[0]))
     return nncf.quantize_with_accuracy_control(
         model, calibration, validation, _validation_fn(accuracy), max_drop=accuracy.max_drop_pp / 100,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), preset=params["preset"],
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
         advanced_quantization_parameters=params["advanced_parameters"],
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_FLOAT_OPERATIONS),
     )

@@ -24,7 +24,7 @@ from .measure import compare_with_fp32
 from .nncf_int8 import AccuracyTarget
 from .onnx import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
 from .outcome import EXIT_CODES, failure_kind
-from .quantize import select_calibration_images
+from .quantize import INT8_ENGINES, select_calibration_images
 from .sources import load_source
 from .verify import verify_parity
 from .versions import library_versions
@@ -57,6 +57,8 @@ class ExportOptions:
             raise ValueError("--max-drop needs --eval DIR: the images to measure the drop on")
         if self.max_drop is not None and self.max_drop < 0:
             raise ValueError("--max-drop is in top-1 points and must be ≥ 0")
+        if self.int8_engine not in INT8_ENGINES:
+            raise ValueError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {self.int8_engine!r}")
         if self.calib_method is not None and self.int8_engine != "onnxruntime":
             raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
 

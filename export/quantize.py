@@ -45,7 +45,6 @@ class Int8Scheme:
     weight_type: str
     reduce_range: bool  # 7-bit weights (NNCF: overflow_fix)
     reason: str
-    nncf_preset: str = "performance"  # NNCF QuantizationPreset value
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,14 +163,19 @@ def quantize_onnx(
             extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
         )
         model = onnx.load(quantized)
-    strip_debug_metadata(model)
-    embed_contract(model, contract)
-    data = model.SerializeToString()
-    atomic_write_bytes(out_path, lambda fh: fh.write(data))
+    _write_quantized(model, out_path, contract)
     used = len(calib_images) - len(reader.skipped)
     if used == 0:
         raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
     return {"scheme": scheme.to_dict(), "calibration": {"method": method, "images": used, "skipped": reader.skipped}}
+
+
+def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: PreprocessContract) -> None:
+    """Both engines: no build-machine paths in the file, the contract re-embedded, written atomically."""
+    strip_debug_metadata(model)
+    embed_contract(model, contract)
+    data = model.SerializeToString()
+    atomic_write_bytes(out_path, lambda fh: fh.write(data))
 
 
 def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessContract, calib_images: Sequence[Path],
@@ -188,10 +192,7 @@ def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessCont
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         model = nncf_quantize(onnx.load(pre), calib, scheme, accuracy)
-    strip_debug_metadata(model)
-    embed_contract(model, contract)
-    data = model.SerializeToString()
-    atomic_write_bytes(out_path, lambda fh: fh.write(data))
+    _write_quantized(model, out_path, contract)
     details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(),
                                "calibration": {"images": len(kept), "skipped": skipped}}
     if accuracy is not None:
@@ -204,10 +205,6 @@ def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessCont
 def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     if not ctx.calib_images:
         raise ValueError("onnx-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
-    if ctx.int8_engine not in INT8_ENGINES:
-        raise ValueError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {ctx.int8_engine!r}")
-    if ctx.calib_method is not None and ctx.int8_engine != "onnxruntime":
-        raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
     scheme = choose_scheme(ctx.target_cpu)
     out = ctx.staging / "model.int8.onnx"
     ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"
