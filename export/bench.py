@@ -140,10 +140,11 @@ def _batch_of(tensors: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.resize(tensors, (size, *tensors.shape[1:]))) if len(tensors) < size else tensors[:size]
 
 
-def _timed(runners: dict[str, Callable[[], object]], opts: BenchOptions, runs: int, what: str) -> dict[str, list[float]]:
-    bar = tqdm(total=runs, desc=what, unit="round", disable=not opts.progress, leave=False)
+def _timed(runners: dict[str, Callable[[], object]], opts: BenchOptions, runs: int, what: str,
+           block: int = 10) -> dict[str, list[float]]:
+    bar = tqdm(total=runs, desc=what, unit="call", disable=not opts.progress, leave=False)
     samples = time_interleaved(runners, runs=runs, warmup=opts.warmup, min_seconds=opts.min_seconds,
-                               max_runs=opts.max_runs, on_round=lambda: bar.update(1))
+                               max_runs=opts.max_runs, on_round=bar.update, block=block)
     bar.close()
     return samples.seconds
 
@@ -227,7 +228,7 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
             single = {TORCH: ref.runner(one), **single}
             batched = {TORCH: ref.runner(many), **batched}
         latency = _timed(single, opts, opts.runs, "batch-1 latency")
-        throughput = _timed(batched, replace(opts, min_seconds=opts.min_seconds / 4), max(3, opts.runs // 5), f"batch-{opts.batch} throughput")
+        throughput = _timed(batched, replace(opts, min_seconds=opts.min_seconds / 4), max(3, opts.runs // 5), f"batch-{opts.batch} throughput", block=3)
         per_image = _per_image_ms(clfs, ref if TORCH in rows else None, evalset.paths[: opts.e2e_images], opts.top_k, opts.progress)
         for name, row in rows.items():
             row.update(latency_ms={**percentiles_ms(latency[name]), "runs": len(latency[name])},

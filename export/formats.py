@@ -19,6 +19,7 @@ class BuildContext:
     contract: PreprocessContract
     calib_images: list[Path] = field(default_factory=list)  # representative images for INT8 formats
     calib_method: str | None = None  # onnxruntime engine's calibrator (None: minmax)
+    bias_correction: bool = True  # onnxruntime engine: correct INT32 biases after quantizing (export.bias_correction)
     target_cpu: str = "host"  # the CPU an INT8 model is built for (see export.quantize.choose_scheme)
     int8_engine: str = "onnxruntime"  # who quantizes onnx-int8: onnxruntime or nncf
     accuracy: Any = None  # nncf_int8.AccuracyTarget when --eval/--max-drop ask for accuracy control

@@ -44,6 +44,7 @@ class ExportOptions:
     calib_dir: str | Path | None = None
     calib_size: int = 100
     calib_method: str | None = None  # onnxruntime engine only (minmax when None)
+    bias_correction: bool = True  # onnxruntime engine only (see export.bias_correction)
     target_cpu: str = "host"
     int8_engine: str = "onnxruntime"  # quantizer of onnx-int8: onnxruntime or nncf (see export.nncf_int8)
     eval_dir: str | Path | None = None
@@ -61,6 +62,8 @@ class ExportOptions:
             raise ValueError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {self.int8_engine!r}")
         if self.calib_method is not None and self.int8_engine != "onnxruntime":
             raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
+        if not self.bias_correction and self.int8_engine != "onnxruntime":
+            raise ValueError("--no-bias-correction applies to --int8-engine onnxruntime (NNCF always corrects biases)")
 
 
 def _git_commit(folder: Path) -> str | None:
@@ -146,7 +149,8 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         log(f"verifying against PyTorch on {len(src.verify_images)} real images …")
         verification = {"onnx": verify_parity(src.model, model_path, src.verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
-                           calib_method=opts.calib_method, target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
+                           calib_method=opts.calib_method, bias_correction=opts.bias_correction,
+                           target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
                            accuracy=_accuracy_target(model_path, eval_set, opts.max_drop), log=log)
         format_entries: dict[str, Any] = {}
         for fmt in chosen:

@@ -20,9 +20,9 @@ import numpy as np
 import onnx
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.cpu import cpu_info
-from edgeport.runtime.errors import ImageDecodeError, VerificationError
+from edgeport.runtime.errors import VerificationError
 from edgeport.runtime.inputs import iter_image_files
-from edgeport.runtime.preprocess import preprocess, preprocess_files
+from edgeport.runtime.preprocess import preprocess_files
 from edgeport.trainer.atomic import atomic_write_bytes
 from tqdm.auto import tqdm
 
@@ -85,33 +85,24 @@ def select_calibration_images(folder: Path, size: int) -> list[Path]:
     return [files[i] for i in sorted(set(idx.tolist()))]
 
 
-class _CalibrationReader:
-    """Feeds calibration images through the *runtime's* preprocessing: what the device will see."""
+class _ArrayReader:
+    """onnxruntime's calibration reader over images already through the *runtime's* preprocessing
+    (what the device will see), one per batch like the device, with a progress bar."""
 
-    def __init__(self, images: Sequence[Path], contract: PreprocessContract):
-        self.images, self.contract = list(images), contract
-        self._iter = None
-        self.skipped: list[str] = []
-        self.bar = tqdm(total=len(self.images), desc="calibrating", leave=False)
-
-    def _gen(self):
-        for path in self.images:
-            self.bar.update(1)
-            try:
-                yield {INPUT_NAME: preprocess(path, self.contract)[None]}
-            except ImageDecodeError:
-                self.skipped.append(str(path))
+    def __init__(self, tensors: np.ndarray):
+        self.tensors, self.index = tensors, 0
+        self.bar = tqdm(total=len(tensors), desc="calibrating", leave=False)
 
     def get_next(self):
-        if self._iter is None:
-            self._iter = self._gen()
-        item = next(self._iter, None)
-        if item is None:
+        if self.index >= len(self.tensors):
             self.bar.close()
-        return item
+            return None
+        self.index += 1
+        self.bar.update(1)
+        return {INPUT_NAME: self.tensors[self.index - 1 : self.index]}
 
     def rewind(self) -> None:
-        self._iter = None
+        self.index = 0
 
 
 def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -140,34 +131,40 @@ def quantize_onnx(
     calib_images: Sequence[Path],
     scheme: Int8Scheme,
     method: str = "minmax",
+    bias_correction: bool = True,
 ) -> dict[str, Any]:
-    """Static PTQ after onnxruntime's ``quant_pre_process``; the contract is re-embedded in the result."""
+    """Static PTQ after onnxruntime's ``quant_pre_process``, then (by default) empirical bias
+    correction on the same calibration images (``bias_correction``); the contract is re-embedded."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .bias_correction import correct_biases
 
     if method not in CALIB_METHODS:
         raise ValueError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, got {method!r}")
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    reader = _CalibrationReader(calib_images, contract)
+    calib, kept, skipped = preprocess_files(calib_images, contract)
+    if not kept:
+        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
+    details: dict[str, Any] = {"scheme": scheme.to_dict(),
+                               "calibration": {"method": method, "images": len(kept), "skipped": skipped}}
     with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         quantized = Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(quantized), reader,
+            str(pre), str(quantized), _ArrayReader(calib),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=types[scheme.activation_type], weight_type=types[scheme.weight_type],
             reduce_range=scheme.reduce_range, calibrate_method=calibrate,
             extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
         )
         model = onnx.load(quantized)
+        details["bias_correction"] = correct_biases(onnx.load(pre), model, calib, INPUT_NAME) if bias_correction else None
     _write_quantized(model, out_path, contract)
-    used = len(calib_images) - len(reader.skipped)
-    if used == 0:
-        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
-    return {"scheme": scheme.to_dict(), "calibration": {"method": method, "images": used, "skipped": reader.skipped}}
+    return details
 
 
 def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: PreprocessContract) -> None:
@@ -210,11 +207,13 @@ def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"
             f"{scheme.weight_type}, 7-bit weights={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images"
             + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy and ctx.int8_engine == "nncf" else "")
+            + (", then bias correction" if ctx.int8_engine == "onnxruntime" and ctx.bias_correction else "")
             + " …")
     if ctx.int8_engine == "nncf":
         details = quantize_onnx_nncf(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.accuracy)
     else:
-        details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method or "minmax")
+        details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method or "minmax",
+                                bias_correction=ctx.bias_correction)
         details["engine"] = "onnxruntime"
     details.update(check_really_quantized(out, ctx.fp32_onnx))
     return details
