@@ -297,3 +297,39 @@ def test_video_files_and_stream_run_where_torch_cannot_be_imported(clf, photos, 
             assert out.returncode == 1, out.stderr
             assert [r["ok"] for r in records] == [True, False]
         assert "torch was imported" not in out.stderr
+
+
+def test_max_fps_paces_files_and_drops_stale_live_frames():
+    """A file source waits between frames; a live one (camera) skips the frames that came too soon,
+    so the one classified is the freshest."""
+    from edgeport.runtime.sources import Frame, paced
+
+    files = [Frame(f"f{i}.jpg") for i in range(4)]
+    began = time.monotonic()
+    assert [f.source for f in paced(files, max_fps=20)] == [f.source for f in files]
+    assert time.monotonic() - began >= 3 / 20 * 0.9  # three waits of 50 ms
+
+    def camera():  # a frame every 10 ms
+        for i in range(30):
+            time.sleep(0.01)
+            yield Frame("camera:0", index=i)
+
+    kept = [f.index for f in paced(camera(), max_fps=20, live=True)]
+    assert 3 <= len(kept) <= 12 and kept == sorted(kept) and kept[0] == 0  # ~300 ms at ≤ 20 FPS
+    assert all(b - a >= 3 for a, b in zip(kept, kept[1:]))  # ≥ 50 ms apart: stale frames dropped
+    assert [f.index for f in paced(camera(), max_fps=None, live=True)] == list(range(30))
+
+
+def test_edge_predict_on_the_openvino_backend_matches_onnxruntime(finetuned_bundle, photos):
+    args = [str(finetuned_bundle), *map(str, photos), "--format", "csv", "-k", "1", "--threads", "2"]
+    runs = {name: CliRunner().invoke(predict_main, [*args, "--backend", name]) for name in ("onnxruntime", "openvino")}
+    rows = {}
+    for name, result in runs.items():
+        assert result.exit_code == 0, result.output
+        rows[name] = list(csv.DictReader(io.StringIO(result.stdout)))
+        assert len(rows[name]) == len(photos) and f"{len(photos)} classified, 0 failed" in result.stderr
+    assert [r["label"] for r in rows["openvino"]] == [r["label"] for r in rows["onnxruntime"]]
+    scores = {n: np.array([float(r["score"]) for r in rs]) for n, rs in rows.items()}
+    assert np.abs(scores["openvino"] - scores["onnxruntime"]).max() < 1e-3
+    table = CliRunner().invoke(predict_main, [str(finetuned_bundle), str(photos[0]), "--backend", "openvino"])
+    assert table.exit_code == 0 and photos[0].name in table.stdout and "ants" in table.stdout
