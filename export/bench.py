@@ -19,13 +19,12 @@ from edgeport.runtime.classifier import Classifier
 from edgeport.runtime.cpu import cpu_info
 from edgeport.runtime.errors import DataError, ModelLoadError
 from edgeport.runtime.inputs import iter_image_files
-from edgeport.runtime.preprocess import preprocess
 from tqdm.auto import tqdm
 
 from .bench_reference import TorchReference, find_reference, reference_spec
 from .coldstart import measure_edge_predict
 from .evalset import EvalSet, load_eval_set
-from .timing import percentiles_ms, time_interleaved
+from .timing import percentiles_ms, settle, time_interleaved
 from .versions import library_versions
 
 __all__ = ["BenchOptions", "run_benchmark", "BENCH_SCHEMA_VERSION", "TORCH"]
@@ -42,7 +41,7 @@ class BenchOptions:
     formats: str | None = None  # comma-separated, "torch" included; None: torch + every format that exists
     batch: int = 8  # throughput batch
     threads: int | None = None  # None: each backend's default
-    runs: int = 50  # at least this many interleaved batch-1 rounds ...
+    runs: int = 50  # at least this many timed batch-1 calls per format ...
     min_seconds: float = 10.0  # ... and at least this long measuring
     max_runs: int = 5000
     warmup: int = 5
@@ -150,23 +149,35 @@ def _timed(runners: dict[str, Callable[[], object]], opts: BenchOptions, runs: i
 
 
 def _per_image_ms(clfs: dict[str, Classifier], ref: TorchReference | None, files: list[Path], top_k: int,
-                  progress: bool) -> dict[str, dict[str, float]]:
-    """Median preprocessing and decode → top-k ms per image, formats interleaved image by image."""
-    prep: dict[str, list[float]] = {n: [] for n in clfs}
-    e2e: dict[str, list[float]] = {n: [] for n in clfs}
+                  progress: bool, block: int = 5) -> dict[str, dict[str, float]]:
+    """Median preprocessing and decode → top-k ms per image. Formats take turns over blocks of
+    ``block`` files, each turn after an untimed settle (``timing.settle``), so every format sees every
+    file and none pays for the previous one's spinning threads."""
+    steps: dict[str, tuple[Callable[[Path], object], Callable[[Path], object]]] = {
+        name: (clf.preprocess, (lambda p, c=clf: c.predict(p, top_k=top_k)))
+        for name, clf in clfs.items()}
     if ref is not None:
-        prep[TORCH], e2e[TORCH] = [], []
-    for path in tqdm(files, desc="decode → top-k", unit="img", disable=not progress, leave=False):
-        for name, clf in clfs.items():
-            start = time.perf_counter()
-            preprocess(path, clf.contract)
-            prep[name].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            clf.predict(path, top_k=top_k)
-            e2e[name].append(time.perf_counter() - start)
-        if ref is not None:
-            prep[TORCH].append(ref.preprocess_seconds(path)[1])
-            e2e[TORCH].append(ref.end_to_end_seconds(path, top_k))
+        steps[TORCH] = (lambda p: ref.preprocess_seconds(p)[1], lambda p: ref.end_to_end_seconds(p, top_k))
+    prep: dict[str, list[float]] = {n: [] for n in steps}
+    e2e: dict[str, list[float]] = {n: [] for n in steps}
+    bar = tqdm(total=len(files), desc="decode → top-k", unit="img", disable=not progress, leave=False)
+    for first in range(0, len(files), block):
+        chunk = files[first : first + block]
+        for name, (prep_step, e2e_step) in steps.items():
+            settle(lambda: e2e_step(chunk[0]))
+            for path in chunk:
+                if name == TORCH:  # the reference times its own steps (torchvision transform, eager model)
+                    prep[name].append(prep_step(path))
+                    e2e[name].append(e2e_step(path))
+                    continue
+                start = time.perf_counter()
+                prep_step(path)
+                prep[name].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                e2e_step(path)
+                e2e[name].append(time.perf_counter() - start)
+        bar.update(len(chunk))
+    bar.close()
     return {n: {"preprocess_ms_per_image": round(float(np.median(prep[n])) * 1e3, 3),
                 "end_to_end_ms_per_image": round(float(np.median(e2e[n])) * 1e3, 3)} for n in prep}
 

@@ -18,7 +18,7 @@ from .bench import BenchOptions
 @click.option("--formats", default=None, help="Comma-separated: torch, onnx, onnx-int8, openvino, openvino-int8 [default: all that exist].")
 @click.option("--batch", type=click.IntRange(min=1), default=8, help="Batch size of the throughput measurement.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads [default: each backend's].")
-@click.option("--runs", type=click.IntRange(min=1), default=50, help="At least this many interleaved batch-1 rounds …")
+@click.option("--runs", type=click.IntRange(min=1), default=50, help="At least this many timed batch-1 calls per format (interleaved in blocks of 10) …")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=10.0, help="… and at least this long measuring.")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, help="Untimed calls per format first.")
 @click.option("--e2e-images", type=click.IntRange(min=1), default=20, help="Files timed decode → top-k per format.")

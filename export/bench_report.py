@@ -45,7 +45,7 @@ ROW_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "latency_ratio_vs_torch": (_OPT_NUM, "p50 / torch's p50"),
     "latency_ratio_vs_fp32": (_OPT_NUM, "INT8 rows: p50 / the FP32 sibling's p50 (onnx-int8 / onnx)"),
     "throughput_images_per_s": (_NUM, "batch / median seconds per batch-B call (settings.batch)"),
-    "preprocess_ms_per_image": (_NUM, "median decode + resize + crop + normalise (torch: torchvision's eval transform)"),
+    "preprocess_ms_per_image": (_NUM, "median decode + resize + crop + normalise, the runtime's own path (its fast JPEG path unless exact; torch: torchvision's eval transform)"),
     "end_to_end_ms_per_image": (_NUM, "median file → top-k, one image at a time"),
     "edge_predict": ((dict, type(None)), "{cold_start_ms, peak_rss_mb, runs}: medians over real edge-predict processes (null: torch / skipped)"),
     "threads": ((int, type(None)), "inference threads asked for (null: the backend's default)"),
@@ -113,7 +113,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     threads = report["settings"]["threads"] or "backend default"
     lines += ["", f"{report['images']} images of {report['data']} ({'labelled' if report['labelled'] else 'unlabelled: agreement with torch'}); "
               f"torch: {report['torch_reference']}; CPU {cpu['model']} ({', '.join(cpu['flags'])}); threads {threads}; "
-              f"latency rounds {report['rows'][0]['latency_ms']['runs'] if report['rows'] else 0}, formats interleaved. "
+              f"batch-1 calls per format {report['rows'][0]['latency_ms']['runs'] if report['rows'] else 0}, formats interleaved in settled blocks. "
               "Ratios (×torch, ×FP32) are the comparable figures; absolute ms are specific to this machine and its load."]
     return "\n".join(lines)
 

@@ -19,7 +19,10 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["LatencySamples", "time_interleaved", "percentiles_ms"]
+__all__ = ["LatencySamples", "time_interleaved", "percentiles_ms", "settle", "SETTLE_SECONDS"]
+
+#: Untimed running before each timed block (see the module docstring for the measurement behind it).
+SETTLE_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
 
 
-def _settle(run: Callable[[], object], seconds: float) -> None:
+def settle(run: Callable[[], object], seconds: float = SETTLE_SECONDS) -> None:
     """Untimed calls until ``seconds`` have passed (at least one): the previous runner's threads park."""
     until = time.perf_counter() + seconds
     run()
@@ -49,7 +52,7 @@ def _settle(run: Callable[[], object], seconds: float) -> None:
 def time_interleaved(runners: Mapping[str, Callable[[], object]], runs: int, warmup: int = 3,
                      min_seconds: float = 0.0, max_runs: int | None = None,
                      on_round: Callable[[int], None] | None = None, block: int = 10,
-                     settle_seconds: float = 0.1) -> LatencySamples:
+                     settle_seconds: float = SETTLE_SECONDS) -> LatencySamples:
     """Call every runner ``warmup`` times (first calls allocate and pick kernels), then time rounds —
     per runner: settle for ``settle_seconds`` untimed, then ``block`` timed calls — until every runner
     has at least ``runs`` timed calls *and* ``min_seconds`` have passed (capped at ``max_runs`` calls
@@ -68,7 +71,7 @@ def time_interleaved(runners: Mapping[str, Callable[[], object]], runs: int, war
             calls = max(1, min(calls, max_runs - done))
         for name, run in runners.items():
             if len(runners) > 1 and settle_seconds > 0:
-                _settle(run, settle_seconds)
+                settle(run, settle_seconds)
             for _ in range(calls):
                 start = time.perf_counter()
                 run()
