@@ -138,6 +138,7 @@ def main() -> None:
                 continue
             fast_ms = median_ms(lambda p: preprocess_fast(p, clf.contract), typical)
             exact_ms = median_ms(lambda p: preprocess(p, clf.contract), typical)
+            decode_ms = median_ms(_decode_only, typical)  # the floor: Pillow's libjpeg-turbo decode at full size
             tensor = preprocess_fast(typical[0], clf.contract)[None]
             infer_ms = median_ms(lambda _: clf.logits_from_tensor(tensor), range(len(typical)))
             e2e_ms = median_ms(lambda p: clf.predict(p), typical)
@@ -145,7 +146,8 @@ def main() -> None:
             folder = args.data / "val" if (args.data / "val").is_dir() else args.data
             start_rss, stream_rss = peak_rss_mb(path, str(typical[0])), peak_rss_mb(path, str(folder))
             rows += [
-                (f"preprocess per ~500x375 JPEG, fast (exact: {exact_ms:.2f} ms)", "<= 2.5 ms", f"{fast_ms:.2f} ms",
+                (f"preprocess per ~500x375 JPEG, fast (exact: {exact_ms:.2f} ms; decode alone: {decode_ms:.2f} ms)",
+                 "<= 2.5 ms", f"{fast_ms:.2f} ms",
                  fast_ms <= 2.5),
                 (f"end-to-end per image / inference ({e2e_ms:.2f} / {infer_ms:.2f} ms)", "<= 1.5x",
                  f"{e2e_ms / infer_ms:.2f}x", e2e_ms / infer_ms <= 1.5),
@@ -161,6 +163,13 @@ def main() -> None:
             print(f"{what:<{width}}  {goal:>9}  {value:>14}  {'hit' if hit else 'MISS'}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _decode_only(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
 
 
 def _size(path: Path) -> tuple[int, int]:
