@@ -3,8 +3,9 @@
 Runners are timed in rounds (A×k B×k C×k, A×k B×k C×k …) so that drift on a shared machine —
 another process waking up, frequency scaling — hits every format alike instead of whichever happened
 to run then. Each block starts with an untimed settling phase: a runtime that has just finished
-leaves its worker threads spinning for a while (onnxruntime, OpenVINO's TBB and PyTorch's OpenMP all
-spin before they park), and on a 2-core machine those spinners steal the cores of the next runtime.
+leaves its worker threads spinning for a while (onnxruntime's do — turning its spinning off removed
+most of the slowdown of OpenVINO run right after it; OpenVINO's TBB and PyTorch's OpenMP workers
+spin by design too), and on a 2-core machine those spinners steal the cores of the next runtime.
 Measured with call-by-call interleaving (A B C A B C …, MobileNetV2, batch 1, 2 threads, 2-core
 AMD EPYC): onnxruntime FP32 p50 18.5 ms against 6.7 ms timed alone; OpenVINO needed about six
 calls (~60 ms) after an onnxruntime call before it ran at its own speed, and a 30 ms sleep between
