@@ -22,7 +22,7 @@ __all__ = ["EvalSet", "load_eval_set", "evaluate_formats", "apply_gates"]
 
 
 def _latency_p50(clfs: dict[str, Classifier], sample: np.ndarray, runs: int) -> dict[str, float]:
-    """Batch-1 p50 per format, formats interleaved (A B C A B C …) so drift hits all alike."""
+    """Batch-1 p50 per format, formats interleaved in settled blocks (``timing``) so drift hits all alike."""
     samples = time_interleaved({name: (lambda c=clf: c.logits_from_tensor(sample)) for name, clf in clfs.items()}, runs=runs)
     return {name: round(samples.p50_ms(name), 3) for name in clfs}
 

@@ -16,7 +16,7 @@ __all__ = ["compare_with_fp32"]
 def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path], runs: int = 50,
                       threads: int | None = None) -> dict[str, Any]:
     """Top-1 agreement with FP32 on ``images`` and batch-1 latency of both, timed interleaved
-    (A B A B …) so that drift on a shared machine hits both alike."""
+    in settled blocks (``timing``) so that drift on a shared machine hits both alike."""
     fp32, other = Classifier(fp32_path, threads=threads), Classifier(model_path, threads=threads)
     batch, _, _ = preprocess_files(images, fp32.contract)
     ref, out = fp32.logits_from_tensor(batch), other.logits_from_tensor(batch)
