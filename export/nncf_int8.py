@@ -41,6 +41,11 @@ class AccuracyTarget:
     def metric_name(self) -> str:
         return "top-1 accuracy" if self.labelled else "top-1 agreement with FP32"
 
+    def report(self, float_nodes: list[str]) -> dict[str, Any]:
+        """The manifest's ``accuracy_control`` entry of a format built against this target."""
+        return {"metric": self.metric_name, "max_drop_pp": self.max_drop_pp, "eval_images": len(self.tensors),
+                "float_nodes": float_nodes}
+
 
 def _nncf_parameters(scheme) -> dict[str, Any]:
     """``Int8Scheme`` → NNCF keywords. ``overflow_fix`` is NNCF's name for 7-bit weights

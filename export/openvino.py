@@ -73,23 +73,19 @@ def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
         import openvino as ov
     except ImportError as exc:
         raise ImportError("the openvino-int8 format needs NNCF: pip install 'edgeport[openvino]'") from exc
-    from edgeport.runtime.preprocess import preprocess_files
-
     from .nncf_int8 import float_compute_nodes_openvino, nncf_quantize
-    from .quantize import choose_scheme
+    from .quantize import calibration_tensors, choose_scheme
 
-    calib, kept, skipped = preprocess_files(ctx.calib_images, ctx.contract)
+    calib, calibration = calibration_tensors(ctx.calib_images, ctx.contract)
     scheme = choose_scheme(ctx.target_cpu)
-    ctx.log(f"quantizing the OpenVINO IR with NNCF on {len(kept)} calibration images"
+    ctx.log(f"quantizing the OpenVINO IR with NNCF on {calibration['images']} calibration images"
             + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy else "") + " …")
     quantized = nncf_quantize(ov.convert_model(str(ctx.fp32_onnx)), calib, scheme, ctx.accuracy)
     details: dict[str, Any] = {"quantizer": f"nncf {nncf.__version__}", "scheme": scheme.to_dict(),
-                               "calibration": {"images": len(kept), "skipped": skipped}}
+                               "calibration": calibration}
     _save(quantized, ctx, "openvino-int8/model.xml", compress_to_fp16=False)  # canonical names first
     if ctx.accuracy is not None:
-        details["accuracy_control"] = {"metric": ctx.accuracy.metric_name, "max_drop_pp": ctx.accuracy.max_drop_pp,
-                                       "eval_images": len(ctx.accuracy.tensors),
-                                       "float_nodes": float_compute_nodes_openvino(quantized)}
+        details["accuracy_control"] = ctx.accuracy.report(float_compute_nodes_openvino(quantized))
     return details
 
 

@@ -12,9 +12,10 @@ fastest.
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -30,7 +31,7 @@ from .formats import BuildContext, Format, register_format
 from .onnx import INPUT_NAME, embed_contract, strip_debug_metadata
 
 __all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "INT8_ENGINES", "choose_scheme", "select_calibration_images",
-           "quantize_onnx", "quantized_op_counts", "check_really_quantized"]
+           "quantize_onnx", "quantized_op_counts", "check_really_quantized", "calibration_tensors"]
 
 TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime engine only
@@ -85,6 +86,27 @@ def select_calibration_images(folder: Path, size: int) -> list[Path]:
     return [files[i] for i in sorted(set(idx.tolist()))]
 
 
+def calibration_tensors(images: Sequence[Path], contract: PreprocessContract) -> tuple[np.ndarray, dict[str, Any]]:
+    """The calibration images through the runtime's preprocessing, for every INT8 quantizer, and the
+    manifest's ``calibration`` entry (images used, undecodable ones with their reason)."""
+    tensors, kept, skipped = preprocess_files(images, contract)
+    if not kept:
+        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
+    return tensors, {"images": len(kept), "skipped": skipped}
+
+
+@contextmanager
+def _pre_processed(fp32_path: Path) -> Iterator[Path]:
+    """onnxruntime's ``quant_pre_process`` (shape inference, graph clean-up) of the FP32 model, in a
+    temporary folder: what both ONNX quantizers start from."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        yield pre
+
+
 class _ArrayReader:
     """onnxruntime's calibration reader over images already through the *runtime's* preprocessing
     (what the device will see), one per batch like the device, with a progress bar."""
@@ -136,7 +158,6 @@ def quantize_onnx(
     """Static PTQ after onnxruntime's ``quant_pre_process``, then (by default) empirical bias
     correction on the same calibration images (``bias_correction``); the contract is re-embedded."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .bias_correction import correct_biases
 
@@ -145,15 +166,10 @@ def quantize_onnx(
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    calib, kept, skipped = preprocess_files(calib_images, contract)
-    if not kept:
-        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
-    details: dict[str, Any] = {"scheme": scheme.to_dict(),
-                               "calibration": {"method": method, "images": len(kept), "skipped": skipped}}
-    with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quantized = Path(tmp) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    calib, calibration = calibration_tensors(calib_images, contract)
+    details: dict[str, Any] = {"scheme": scheme.to_dict(), "calibration": {"method": method, **calibration}}
+    with _pre_processed(fp32_path) as pre:
+        quantized = pre.with_name("int8.onnx")
         quantize_static(
             str(pre), str(quantized), _ArrayReader(calib),
             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -178,24 +194,15 @@ def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: Preproces
 def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessContract, calib_images: Sequence[Path],
                        scheme: Int8Scheme, accuracy=None) -> dict[str, Any]:
     """NNCF on the pre-processed ONNX model (see ``nncf_int8``); the result is a QDQ model for onnxruntime."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     from .nncf_int8 import float_compute_nodes_onnx, nncf_quantize
 
-    calib, kept, skipped = preprocess_files(calib_images, contract)
-    if not kept:
-        raise VerificationError("no calibration image could be decoded; pass a folder of real images to --calib")
-    with tempfile.TemporaryDirectory(prefix="edgeport-int8-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    calib, calibration = calibration_tensors(calib_images, contract)
+    with _pre_processed(fp32_path) as pre:
         model = nncf_quantize(onnx.load(pre), calib, scheme, accuracy)
     _write_quantized(model, out_path, contract)
-    details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(),
-                               "calibration": {"images": len(kept), "skipped": skipped}}
+    details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(), "calibration": calibration}
     if accuracy is not None:
-        details["accuracy_control"] = {"metric": accuracy.metric_name, "max_drop_pp": accuracy.max_drop_pp,
-                                       "eval_images": len(accuracy.tensors),
-                                       "float_nodes": float_compute_nodes_onnx(model)}
+        details["accuracy_control"] = accuracy.report(float_compute_nodes_onnx(model))
     return details
 
 

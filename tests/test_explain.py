@@ -40,6 +40,7 @@ def assert_png(path: Path, min_side: int = 100) -> Image.Image:
 def test_block_names_group_every_parameter_by_top_level_block(imagenet_model):
     assert block_name("features.3.conv.0.0.weight") == "features.3"
     assert block_name("layer2.0.conv1.weight") == "layer2" and block_name("fc.bias") == "fc"
+    assert block_name("blocks.3.1.conv_dw.weight") == "blocks.3"  # timm (EfficientNet-Lite0): one block per stage
     assert block_names(imagenet_model.model) == [f"features.{i}" for i in range(19)] + ["classifier"]
 
 

@@ -150,3 +150,17 @@ def test_accuracy_control_returns_sensitive_operations_to_float(hymenoptera, tmp
     if passed:  # the bundle's INT8 model really runs that operation in float
         model = onnx.load(tmp_path / "b" / "model.int8.onnx")
         assert nncf_int8.float_compute_nodes_onnx(model) == control["float_nodes"]
+
+
+def test_undecodable_calibration_images_are_an_error_for_every_quantizer(finetuned_bundle, hymenoptera_val_jpegs, tmp_path):
+    """All three INT8 builders share calibration_tensors: none decodable → a clear error, not an NNCF crash."""
+    from edgeport.export.quantize import calibration_tensors
+
+    bad = tmp_path / "not_a_photo.jpg"
+    bad.write_text("no JPEG here")
+    contract = Classifier(finetuned_bundle).contract
+    with pytest.raises(VerificationError, match="--calib"):
+        calibration_tensors([bad], contract)
+    tensors, details = calibration_tensors([hymenoptera_val_jpegs[0], bad], contract)
+    assert tensors.shape == (1, 3, 224, 224) and details["images"] == 1
+    assert len(details["skipped"]) == 1 and details["skipped"][0].startswith(str(bad))

@@ -16,6 +16,7 @@ from torchvision import transforms as T
 
 from .checkpoint import load_checkpoint
 from .models import build_for_checkpoint, build_pretrained, head_module_name, imagenet_contract, pretrained_weights
+from .strategies import STAGE_CONTAINERS
 from .transforms import eval_transform
 
 __all__ = ["TORCHVISION_PREFIX", "ExplainModel", "load_explain_model", "as_explain_model", "block_name", "block_names", "resolve_block",
@@ -56,13 +57,14 @@ def as_explain_model(source: ExplainModel | str | os.PathLike) -> ExplainModel:
 
 def block_name(param_name: str) -> str:
     """The top-level block a parameter belongs to: its first name component, or the first two under
-    ``features`` (MobileNet/EfficientNet keep all their blocks in one ``features`` Sequential).
+    a stage container (``strategies.STAGE_CONTAINERS``, the trainer's own notion of blocks:
+    torchvision's ``features``, timm's ``blocks``, lukemelas' ``_blocks``).
 
-    ``features.3.conv.0.weight`` → ``features.3``; ``layer2.0.conv1.weight`` → ``layer2``;
-    ``classifier.1.bias`` → ``classifier``; ``fc.weight`` → ``fc``.
+    ``features.3.conv.0.weight`` → ``features.3``; ``blocks.3.1.conv_dw.weight`` → ``blocks.3``;
+    ``layer2.0.conv1.weight`` → ``layer2``; ``classifier.1.bias`` → ``classifier``; ``fc.weight`` → ``fc``.
     """
     parts = param_name.split(".")
-    return ".".join(parts[:2]) if parts[0] == "features" and len(parts) > 2 else parts[0]
+    return ".".join(parts[:2]) if parts[0] in STAGE_CONTAINERS and len(parts) > 2 else parts[0]
 
 
 def block_names(model: nn.Module, include_head: bool = True) -> list[str]:

@@ -19,7 +19,7 @@ __all__ = ["STRATEGIES", "LayerGroup", "Phase", "layer_blocks", "layer_groups", 
 STRATEGIES = ("head", "finetune", "gradual", "full")
 # Containers whose children are the pretrained stages: torchvision's ``features``, timm's ``blocks``,
 # lukemelas EfficientNet's ``_blocks``.
-_STAGE_CONTAINERS = ("features", "blocks", "_blocks")
+STAGE_CONTAINERS = ("features", "blocks", "_blocks")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def layer_blocks(model: nn.Module) -> tuple[list[str], str]:
             name = f"{prefix}{child_name}"
             if name == head or not any(True for _ in child.parameters()):
                 continue
-            if name in _STAGE_CONTAINERS or _owns(name, head):
+            if name in STAGE_CONTAINERS or _owns(name, head):
                 visit(name + ".", child)
             else:
                 blocks.append(name)
