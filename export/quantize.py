@@ -6,7 +6,12 @@ CPU that will run the model.
 Why a CPU-aware choice: without VNNI (AVX2 and plain AVX-512 CPUs) onnxruntime's U8S8 kernels
 multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``reduce_range`` (7-bit
 weights) or U8U8 there. With VNNI, and on ARM with dot-product instructions, U8S8 is both exact and
-fastest.
+fastest. Only the GEMM kernels (stem and pointwise convolutions, the classifier) saturate:
+onnxruntime's depthwise kernel accumulates in 32 bits (``tests/test_int8.py`` proves both on real
+``QLinearConv`` sessions), so depthwise weights keep all 8 bits. Measured on MobileNetV2 (the
+ImageNet weights, agreement with FP32 on the 296 hymenoptera photos not used for calibration, with
+bias correction): 7-bit depthwise weights 91.55%, 8-bit 93.58%; the fine-tune 98.99% either way.
+U8U8 (8-bit weights everywhere) reached 90.85% but ran at ×0.86 of FP32 instead of ×0.66.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def choose_scheme(target_cpu: str = "host", cpu: dict[str, Any] | None = None) -
         return Int8Scheme(target, "uint8", "int8", False, f"{target}: U8S8 accumulates exactly in 32 bits")
     return Int8Scheme(
         target, "uint8", "int8", True,
-        f"{target} without VNNI: U8S8 saturates the 16-bit accumulation, so weights use 7 bits (reduce_range)",
+        f"{target} without VNNI: U8S8 saturates the 16-bit accumulation of GEMM kernels, so their weights use 7 bits "
+        "(reduce_range)",
     )
 
 
@@ -127,6 +133,21 @@ class _ArrayReader:
         self.index = 0
 
 
+def depthwise_weight_overrides(model: onnx.ModelProto, scheme: Int8Scheme) -> dict[str, list[dict[str, Any]]]:
+    """onnxruntime's ``TensorQuantOverrides`` giving depthwise convolution weights all 8 bits where
+    the scheme reduces the rest (see the module docstring); empty where nothing is reduced."""
+    if not scheme.reduce_range:
+        return {}
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    overrides = {}
+    for node in model.graph.node:
+        group = next((attr.i for attr in node.attribute if attr.name == "group"), 1)
+        weight = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
+        if group > 1 and weight in shapes and shapes[weight][0] == group and shapes[weight][1] == 1:
+            overrides[weight] = [{"axis": 0, "reduce_range": False}]
+    return overrides
+
+
 def quantized_op_counts(model: onnx.ModelProto) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in model.graph.node:
@@ -170,12 +191,17 @@ def quantize_onnx(
     details: dict[str, Any] = {"scheme": scheme.to_dict(), "calibration": {"method": method, **calibration}}
     with _pre_processed(fp32_path) as pre:
         quantized = pre.with_name("int8.onnx")
+        overrides = depthwise_weight_overrides(onnx.load(pre), scheme)
+        details["depthwise_8bit_weights"] = len(overrides)
+        options: dict[str, Any] = {"TensorQuantOverrides": overrides}
+        if method == "percentile":
+            options["CalibPercentile"] = 99.999
         quantize_static(
             str(pre), str(quantized), _ArrayReader(calib),
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=types[scheme.activation_type], weight_type=types[scheme.weight_type],
             reduce_range=scheme.reduce_range, calibrate_method=calibrate,
-            extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
+            extra_options=options,
         )
         model = onnx.load(quantized)
         details["bias_correction"] = correct_biases(onnx.load(pre), model, calib, INPUT_NAME) if bias_correction else None
@@ -212,7 +238,7 @@ def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     scheme = choose_scheme(ctx.target_cpu)
     out = ctx.staging / "model.int8.onnx"
     ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"
-            f"{scheme.weight_type}, 7-bit weights={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images"
+            f"{scheme.weight_type}, 7-bit GEMM weights={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images"
             + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy and ctx.int8_engine == "nncf" else "")
             + (", then bias correction" if ctx.int8_engine == "onnxruntime" and ctx.bias_correction else "")
             + " …")

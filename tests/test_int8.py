@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from edgeport.export.quantize import check_really_quantized, choose_scheme, select_calibration_images
 from edgeport.runtime import Classifier, VerificationError
@@ -26,6 +27,38 @@ def test_scheme_follows_the_cpu(cpu, target, reduce_range):
     assert choose_scheme("vnni", cpu).reduce_range is False  # --target-cpu overrides the host
     with pytest.raises(ValueError, match="--target-cpu"):
         choose_scheme("riscv", cpu)
+
+
+def _one_qlinearconv(group: int, channels: int = 32):
+    """A real onnxruntime session of one 3×3 QLinearConv whose exact output is known."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    values = {"xs": np.float32(0.01), "xz": np.uint8(0), "w": np.full((channels, channels // group, 3, 3), -127, np.int8),
+              "ws": np.full(channels, 0.01, np.float32), "wz": np.zeros(channels, np.int8),
+              "ys": np.float32(10.0), "yz": np.uint8(255)}
+    node = helper.make_node("QLinearConv", ["x", *values], ["y"], group=group, pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.full((1, channels, 8, 8), 255, np.uint8)
+    got = (float(session.run(None, {"x": x})[0][0, 0, 4, 4]) - 255) * 10
+    exact = 255 * -127 * 9 * (channels // group) * 0.01 * 0.01
+    return got, exact
+
+
+def test_only_gemm_kernels_saturate_so_depthwise_weights_keep_8_bits():
+    """Why ``depthwise_weight_overrides`` exists: with full-range U8S8 operands onnxruntime's depthwise
+    kernel is exact (32-bit accumulation) while a dense convolution, on a CPU without VNNI, saturates."""
+    depthwise, exact = _one_qlinearconv(group=32)
+    assert abs(depthwise - exact) <= 5, (depthwise, exact)  # within half an output step of 10
+    dense, exact = _one_qlinearconv(group=1)
+    if choose_scheme("host").reduce_range:
+        assert dense > 0.6 * exact, (dense, exact)  # saturated: well short of the exact (negative) sum
+    else:
+        assert abs(dense - exact) <= 5, (dense, exact)
 
 
 def test_nncf_gets_the_scheme_of_the_cpu():
@@ -60,11 +93,35 @@ def test_int8_files_are_really_quantized_and_smaller(finetuned_bundle):
     assert entry["bias_correction"]["layers"] == 53  # MobileNetV2: 52 convolutions + the classifier
     assert entry["quantized_ops"]["DequantizeLinear"] > 50 and entry["size_ratio_vs_fp32"] < 0.35
     assert entry["scheme"]["target_cpu"] in ("avx2", "avx512", "vnni", "arm64")
+    int8_weights = _weights_by_layer_kind(finetuned_bundle / "model.int8.onnx")
+    if entry["scheme"]["reduce_range"]:  # 7-bit weights where the GEMM kernels saturate, 8 bits in depthwise ones
+        assert entry["depthwise_8bit_weights"] == 17
+        assert np.abs(int8_weights["dense"]).max() <= 64  # onnxruntime's symmetric 7 bits: 255·64·2 < 2¹⁵
+        assert np.abs(int8_weights["depthwise"]).max() > 64
+    else:
+        assert entry["depthwise_8bit_weights"] == 0
     assert manifest["files"]["openvino-int8/model.bin"]["bytes"] < 0.35 * manifest["files"]["openvino/model.bin"]["bytes"]
     xml = (finetuned_bundle / "openvino-int8" / "model.xml").read_text()
     assert 'type="FakeQuantize"' in xml or 'element_type="i8"' in xml or 'element_type="u8"' in xml
     with pytest.raises(VerificationError, match="no quantized operators"):
         check_really_quantized(finetuned_bundle / "model.onnx", finetuned_bundle / "model.onnx")
+
+
+def _weights_by_layer_kind(path):
+    """The INT8 weight values of a QDQ model's convolutions, depthwise apart from the rest."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    kinds: dict[str, list] = {"dense": [], "depthwise": []}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            weights = init[producer[node.input[1]].input[0]]
+            kinds["depthwise" if group > 1 else "dense"].append(weights.ravel())
+    return {kind: np.concatenate(values) for kind, values in kinds.items()}
 
 
 @pytest.mark.parametrize("fmt", INT8_FORMATS)
@@ -83,7 +140,6 @@ def test_int8_agrees_with_fp32_on_the_val_photos(finetuned_bundle, hymenoptera_v
 def test_bias_correction_moves_int8_back_towards_fp32(finetuned_bundle, hymenoptera, hymenoptera_val_jpegs, tmp_path):
     """Same quantize_static model with and without the correction: the logits' mean on the calibration
     images must move towards FP32's, and top-1 agreement on the val photos must not get worse."""
-    import numpy as np
     from edgeport.export.quantize import quantize_onnx
     from edgeport.runtime.preprocess import preprocess_files
 
