@@ -1,7 +1,8 @@
-"""What both figure sets share: where the data is, and writing the results (Markdown, JSON, PNG)."""
+"""What the figure sets and studies share: where the data is, their arguments, writing the results."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,15 @@ def hymenoptera_dir() -> Path:
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise SystemExit(f"hymenoptera data not found at {path}; set EDGEPORT_HYMENOPTERA to a folder with train/ and val/")
     return Path(os.path.relpath(path))  # reports and tables name it as the command saw it, not this machine's layout
+
+
+def bundle_parser(doc: str, runs: int) -> argparse.ArgumentParser:
+    """The arguments every per-bundle study takes: BUNDLE, --threads, --runs (timed calls per runner)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="an edge-export bundle folder")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=runs)
+    return parser
 
 
 def write_results(report: dict[str, Any], out: Path, command: str) -> None:

@@ -1,7 +1,7 @@
 """Where onnxruntime spends a batch-1 call, FP32 against INT8, by kind of operator: which layers
 INT8 speeds up on this CPU and which it does not (onnxruntime's own profiler, per kernel).
 
-    python benchmarks/int8_profile.py BUNDLE [--threads 2] [--runs 60]
+    python -m benchmarks.int8_profile BUNDLE [--threads 2] [--runs 60]
 
 BUNDLE is an edge-export bundle with ``onnx`` and ``onnx-int8``. Convolutions are split into
 depthwise (``group`` > 1) and the rest; times are per call, with profiling on (so a little above the
@@ -10,7 +10,6 @@ unprofiled latency).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -18,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .common import bundle_parser
 
 
 def profile_ms(model: Path, threads: int, runs: int) -> dict[str, float]:
@@ -53,11 +54,7 @@ def profile_ms(model: Path, threads: int, runs: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=60)
-    args = parser.parse_args()
+    args = bundle_parser(__doc__, runs=60).parse_args()
     for label, file in (("FP32", "model.onnx"), ("INT8", "model.int8.onnx")):
         times = profile_ms(args.bundle / file, args.threads, args.runs)
         print(f"{label}: {sum(times.values()):.2f} ms per call")

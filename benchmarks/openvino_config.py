@@ -1,7 +1,7 @@
 """OpenVINO FP32 against onnxruntime FP32, batch 1, under the CPU plugin settings that matter, and
 where OpenVINO's time goes (its per-layer ``PERF_COUNT``, summed by kernel).
 
-    python benchmarks/openvino_config.py BUNDLE [--threads 2] [--runs 100]
+    python -m benchmarks.openvino_config BUNDLE [--threads 2] [--runs 100]
 
 BUNDLE is an edge-export bundle with ``onnx`` and ``openvino`` formats. Every configuration is timed
 in the same run with ``edgeport.export.timing`` (settled blocks), so the ratios are comparable.
@@ -9,12 +9,13 @@ in the same run with ``edgeport.export.timing`` (settled blocks), so the ratios 
 
 from __future__ import annotations
 
-import argparse
 import collections
 from pathlib import Path
 
 import numpy as np
 from edgeport.export.timing import percentiles_ms, time_interleaved
+
+from .common import bundle_parser
 
 
 def _openvino_runner(core, xml: Path, config: dict, static: bool, x: np.ndarray):
@@ -26,11 +27,7 @@ def _openvino_runner(core, xml: Path, config: dict, static: bool, x: np.ndarray)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=100)
-    args = parser.parse_args()
+    args = bundle_parser(__doc__, runs=100).parse_args()
 
     import onnxruntime as ort
     import openvino as ov

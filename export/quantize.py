@@ -8,10 +8,10 @@ multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``r
 weights) or U8U8 there. With VNNI, and on ARM with dot-product instructions, U8S8 is both exact and
 fastest. Only the GEMM kernels (stem and pointwise convolutions, the classifier) saturate:
 onnxruntime's depthwise kernel accumulates in 32 bits (``tests/test_int8.py`` proves both on real
-``QLinearConv`` sessions), so depthwise weights keep all 8 bits. Measured on MobileNetV2 (the
-ImageNet weights, agreement with FP32 on the 296 hymenoptera photos not used for calibration, with
-bias correction): 7-bit depthwise weights 91.55%, 8-bit 93.58%; the fine-tune 98.99% either way.
-U8U8 (8-bit weights everywhere) reached 90.85% but ran at ×0.86 of FP32 instead of ×0.66.
+``QLinearConv`` sessions), so depthwise weights keep all 8 bits. ``python -m benchmarks.int8_schemes
+BUNDLE`` (top-1 agreement with FP32 on the 296 hymenoptera photos calibration did not use, with bias
+correction): ImageNet MobileNetV2 91.55% with 7-bit depthwise weights, 93.58% with 8-bit ones, at the
+same speed; U8U8 (8 bits everywhere) also 93.58% but ×0.87 of FP32's latency instead of ×0.67.
 """
 
 from __future__ import annotations
@@ -175,9 +175,11 @@ def quantize_onnx(
     scheme: Int8Scheme,
     method: str = "minmax",
     bias_correction: bool = True,
+    depthwise_8bit: bool = True,
 ) -> dict[str, Any]:
     """Static PTQ after onnxruntime's ``quant_pre_process``, then (by default) empirical bias
-    correction on the same calibration images (``bias_correction``); the contract is re-embedded."""
+    correction on the same calibration images (``bias_correction``); the contract is re-embedded.
+    ``depthwise_8bit=False`` reduces depthwise weights too (only to compare, see the module docstring)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .bias_correction import correct_biases
@@ -191,7 +193,7 @@ def quantize_onnx(
     details: dict[str, Any] = {"scheme": scheme.to_dict(), "calibration": {"method": method, **calibration}}
     with _pre_processed(fp32_path) as pre:
         quantized = pre.with_name("int8.onnx")
-        overrides = depthwise_weight_overrides(onnx.load(pre), scheme)
+        overrides = depthwise_weight_overrides(onnx.load(pre), scheme) if depthwise_8bit else {}
         details["depthwise_8bit_weights"] = len(overrides)
         options: dict[str, Any] = {"TensorQuantOverrides": overrides}
         if method == "percentile":
