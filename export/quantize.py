@@ -11,7 +11,8 @@ onnxruntime's depthwise kernel accumulates in 32 bits (``tests/test_int8.py`` pr
 ``QLinearConv`` sessions), so depthwise weights keep all 8 bits. ``python -m benchmarks.int8_schemes
 BUNDLE`` (top-1 agreement with FP32 on the 296 hymenoptera photos calibration did not use, with bias
 correction): ImageNet MobileNetV2 91.55% with 7-bit depthwise weights, 93.58% with 8-bit ones, at the
-same speed; U8U8 (8 bits everywhere) also 93.58% but ×0.87 of FP32's latency instead of ×0.67.
+same speed; U8U8 (8 bits everywhere) also 93.58%, but at ×0.83–1.02 of FP32's latency against
+×0.64–0.71 (three runs over both benchmark bundles, same architecture).
 """
 
 from __future__ import annotations
