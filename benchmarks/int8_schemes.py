@@ -43,11 +43,13 @@ def main() -> None:
     data = hymenoptera_dir()
     fp32 = Classifier(args.bundle, exact_preprocess=True, threads=args.threads)
     calib = select_calibration_images(data / "train", args.calib_size)
+    calibrated = set(calib)
     held_out = [p for p in iter_image_files(data / "val") + iter_image_files(data / "train")
-                if p not in set(calib) and p.suffix.lower() == ".jpg"]  # train/ants' placeholder GIF is no photo
+                if p not in calibrated and p.suffix.lower() == ".jpg"]  # train/ants' placeholder GIF is no photo
     images, kept, _ = preprocess_files(held_out, fp32.contract)
-    probabilities = np.sort(softmax(fp32.logits_from_tensor(images)), axis=1)
-    reference = fp32.logits_from_tensor(images).argmax(1)
+    logits = fp32.logits_from_tensor(images)
+    reference = logits.argmax(1)
+    probabilities = np.sort(softmax(logits), axis=1)
     confident = probabilities[:, -1] - probabilities[:, -2] >= CONFIDENT_LEAD
     one = images[:1]
     runners = {"FP32": lambda: fp32.logits_from_tensor(one)}
@@ -62,7 +64,7 @@ def main() -> None:
                 int8 = Classifier(path, exact_preprocess=True, threads=args.threads)
                 same = int8.logits_from_tensor(images).argmax(1) == reference
                 agreement.append(100 * float(np.mean(same)))
-            agreement.append(100 * float(np.mean(same[confident])))
+            agreement.append(100 * float(np.mean(same[confident])))  # the corrected model, the last one built
             runners[label] = (lambda model: lambda: model.logits_from_tensor(one))(int8)
             rows.append((label, *agreement))
         samples = time_interleaved(runners, runs=args.runs)
