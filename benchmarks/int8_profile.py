@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from edgeport.export.quantize import conv_group
 
 from .common import bundle_parser
 
@@ -34,8 +35,7 @@ def profile_ms(model: Path, threads: int, runs: int) -> dict[str, float]:
         options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")  # the graph that really runs
         options.log_severity_level = 3
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
-                  for n in onnx.load(options.optimized_model_filepath).graph.node}
+        groups = {n.name: conv_group(n) for n in onnx.load(options.optimized_model_filepath).graph.node}
         name = session.get_inputs()[0].name
         for _ in range(runs + 1):
             session.run(None, {name: x})

@@ -37,7 +37,8 @@ from .formats import BuildContext, Format, register_format
 from .onnx import INPUT_NAME, embed_contract, strip_debug_metadata
 
 __all__ = ["Int8Scheme", "TARGET_CPUS", "CALIB_METHODS", "INT8_ENGINES", "choose_scheme", "select_calibration_images",
-           "quantize_onnx", "quantized_op_counts", "check_really_quantized", "calibration_tensors"]
+           "quantize_onnx", "quantized_op_counts", "check_really_quantized", "calibration_tensors",
+           "conv_group", "depthwise_weight_overrides"]
 
 TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime engine only
@@ -134,6 +135,11 @@ class _ArrayReader:
         self.index = 0
 
 
+def conv_group(node: onnx.NodeProto) -> int:
+    """A Conv node's ``group`` attribute (1 when absent); > 1 marks grouped/depthwise convolutions."""
+    return next((attr.i for attr in node.attribute if attr.name == "group"), 1)
+
+
 def depthwise_weight_overrides(model: onnx.ModelProto, scheme: Int8Scheme) -> dict[str, list[dict[str, Any]]]:
     """onnxruntime's ``TensorQuantOverrides`` giving depthwise convolution weights all 8 bits where
     the scheme reduces the rest (see the module docstring); empty where nothing is reduced."""
@@ -142,7 +148,7 @@ def depthwise_weight_overrides(model: onnx.ModelProto, scheme: Int8Scheme) -> di
     shapes = {init.name: list(init.dims) for init in model.graph.initializer}
     overrides = {}
     for node in model.graph.node:
-        group = next((attr.i for attr in node.attribute if attr.name == "group"), 1)
+        group = conv_group(node)
         weight = node.input[1] if node.op_type == "Conv" and len(node.input) > 1 else None
         if group > 1 and weight in shapes and shapes[weight][0] == group and shapes[weight][1] == 1:
             overrides[weight] = [{"axis": 0, "reduce_range": False}]
@@ -194,7 +200,8 @@ def quantize_onnx(
     details: dict[str, Any] = {"scheme": scheme.to_dict(), "calibration": {"method": method, **calibration}}
     with _pre_processed(fp32_path) as pre:
         quantized = pre.with_name("int8.onnx")
-        overrides = depthwise_weight_overrides(onnx.load(pre), scheme) if depthwise_8bit else {}
+        float_model = onnx.load(pre)
+        overrides = depthwise_weight_overrides(float_model, scheme) if depthwise_8bit else {}
         details["depthwise_8bit_weights"] = len(overrides)
         options: dict[str, Any] = {"TensorQuantOverrides": overrides}
         if method == "percentile":
@@ -207,7 +214,7 @@ def quantize_onnx(
             extra_options=options,
         )
         model = onnx.load(quantized)
-        details["bias_correction"] = correct_biases(onnx.load(pre), model, calib, INPUT_NAME) if bias_correction else None
+        details["bias_correction"] = correct_biases(float_model, model, calib, INPUT_NAME) if bias_correction else None
     _write_quantized(model, out_path, contract)
     return details
 

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from edgeport.export.quantize import check_really_quantized, choose_scheme, select_calibration_images
+from edgeport.export.quantize import check_really_quantized, choose_scheme, conv_group, select_calibration_images
 from edgeport.runtime import Classifier, VerificationError
 
 INT8_FORMATS = ("onnx-int8", "openvino-int8")
@@ -118,9 +118,8 @@ def _weights_by_layer_kind(path):
     kinds: dict[str, list] = {"dense": [], "depthwise": []}
     for node in model.graph.node:
         if node.op_type == "Conv":
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
             weights = init[producer[node.input[1]].input[0]]
-            kinds["depthwise" if group > 1 else "dense"].append(weights.ravel())
+            kinds["depthwise" if conv_group(node) > 1 else "dense"].append(weights.ravel())
     return {kind: np.concatenate(values) for kind, values in kinds.items()}
 
 
