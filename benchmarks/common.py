@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeport.export.bench_report import markdown_table, write_json, write_plot
+from edgeport.export.bench.report import markdown_table, write_plot, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_FORMATS = "onnx,onnx-int8,openvino,openvino-int8"
@@ -35,7 +35,7 @@ def write_results(report: dict[str, Any], out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(report)
     (out / "results.md").write_text(f"`{command}` — {report['started_at']}, {report['seconds']} s\n\n{table}\n", encoding="utf-8")
-    write_json(report, out / "results.json")
+    write_report(report, out / "results.json")
     write_plot(report, out / "plot.png")
     print(table)
     print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}, {out / 'plot.png'}")

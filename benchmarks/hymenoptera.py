@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeport.export.bench import run_benchmark
-from edgeport.export.pipeline import export_bundle
-from edgeport.trainer.fit import TrainConfig, fit
+from edgeport.export import export_bundle, run_benchmark
+from edgeport.trainer import TrainConfig, fit
 
 from .common import ALL_FORMATS, REPO, hymenoptera_dir, write_results
 

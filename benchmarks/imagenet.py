@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeport.export.bench import run_benchmark
-from edgeport.export.pipeline import export_bundle
+from edgeport.export import export_bundle, run_benchmark
 
 from .common import ALL_FORMATS, REPO, hymenoptera_dir, write_results
 

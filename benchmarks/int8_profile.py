@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgeport.export.quantize import conv_group
+from edgeport.export.formats.int8_graph import conv_group
 
 from .common import bundle_parser
 

@@ -17,7 +17,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from edgeport.export.quantize import Int8Scheme, choose_scheme, quantize_onnx, select_calibration_images
+from edgeport.export.formats.calibration import select_calibration_images
+from edgeport.export.formats.int8_scheme import Int8Scheme, choose_scheme
+from edgeport.export.formats.onnx_int8 import quantize_onnx
 from edgeport.export.timing import time_interleaved
 from edgeport.runtime import Classifier
 from edgeport.runtime.classifier import softmax

@@ -18,20 +18,18 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from edgeport.export.bench.coldstart import measure_edge_predict
 from edgeport.runtime import Classifier
 from edgeport.runtime.errors import ImageDecodeError
 from edgeport.runtime.inputs import iter_image_files
 from edgeport.runtime.preprocess import preprocess, preprocess_fast
 
 REPO = Path(__file__).resolve().parents[1]
-EDGE_PREDICT = Path(sys.executable).parent / "edge-predict"
 
 
 def cpu_model() -> str:
@@ -70,41 +68,8 @@ def agreement(clf: Classifier, files: list[Path]) -> tuple[float, list[str], np.
     return 1 - len(flips) / len(kept), flips, np.abs(le - lf).max(axis=1), kept
 
 
-def cold_start(model: Path, image: Path, runs: int = 5) -> float:
-    """Median seconds from process start to the first record on stdout."""
-    seconds = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([str(EDGE_PREDICT), str(model), str(image), "--format", "jsonl"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        proc.stdout.readline()
-        seconds.append(time.perf_counter() - t0)
-        proc.communicate()
-    return statistics.median(seconds)
-
-
-#: Runs edge-predict in this interpreter and prints the process's own peak RSS (VmHWM) at exit.
-#: (The rusage of a child is no good here: a fork inherits this benchmark's large RSS.)
-RSS_PROBE = """
-import atexit, runpy, sys
-def report():
-    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
-    print("peak_rss_kb=" + hwm.split()[1], file=sys.stderr)
-atexit.register(report)
-sys.argv = ["edge-predict", *sys.argv[1:]]
-runpy.run_module("edgeport.runtime.cli", run_name="__main__")
-"""
-
-
-def peak_rss_mb(*args: str) -> float:
-    """Peak RSS (MB) of one edge-predict run with ``args`` (Linux: /proc/self/status)."""
-    out = subprocess.run([sys.executable, "-c", RSS_PROBE, *args, "--format", "jsonl"], capture_output=True, text=True)
-    line = next(x for x in out.stderr.splitlines() if x.startswith("peak_rss_kb="))
-    return int(line.split("=")[1]) / 1024
-
-
 def export_imagenet(tmp: Path) -> Path:
-    from edgeport.export.pipeline import export_bundle
+    from edgeport.export import export_bundle
 
     out = tmp / "mobilenet_v2"
     export_bundle("torchvision:mobilenet_v2", out, log=lambda _: None)
@@ -142,9 +107,10 @@ def main() -> None:
             tensor = preprocess_fast(typical[0], clf.contract)[None]
             infer_ms = median_ms(lambda _: clf.logits_from_tensor(tensor), range(len(typical)))
             e2e_ms = median_ms(lambda p: clf.predict(p), typical)
-            start_s = cold_start(Path(path), typical[0])
+            start = measure_edge_predict(Path(path), None, typical[0], repeats=5)
+            start_s = start["cold_start_ms"] / 1e3
             folder = args.data / "val" if (args.data / "val").is_dir() else args.data
-            start_rss, stream_rss = peak_rss_mb(path, str(typical[0])), peak_rss_mb(path, str(folder))
+            start_rss, stream_rss = start["peak_rss_mb"], measure_edge_predict(Path(path), None, folder, repeats=1)["peak_rss_mb"]
             rows += [
                 (f"preprocess per ~500x375 JPEG, fast (exact: {exact_ms:.2f} ms; decode alone: {decode_ms:.2f} ms)",
                  "<= 2.5 ms", f"{fast_ms:.2f} ms",

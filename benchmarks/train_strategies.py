@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import click
-from edgeport.trainer.fit import TrainConfig, fit
+from edgeport.trainer import TrainConfig, fit
 
 
 @click.command()

@@ -1,38 +1,36 @@
 """``edge-export``: PyTorch checkpoint → verified, gated bundle (model files, labels.txt, manifest.json).
 
-Exit codes (also in the report's ``exit_code``): 0 exported and every gate passed; 1 internal
-error; 2 bad usage (arguments, source, data, a missing dependency); 3 a format does not reproduce
-PyTorch; 4 accuracy gate (--max-drop) failed; 5 speed gate (--require-speedup) failed. On any
-failure the previous bundle at --out is left untouched.
+Exit codes come from the error types (``edgeport.runtime.errors.EXIT_CODES``, docs/exit-codes.md) and
+are also the report's ``exit_code``. On any failure the previous bundle at --out is left untouched.
 """
 
 from __future__ import annotations
 
-import traceback
-
 import click
+from edgeport.runtime.cli_support import debug_option, exit_on_error
+from edgeport.runtime.formats import format_names
 
-from .outcome import EXIT_CODES, failure_kind
+from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("source")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Bundle folder to write.")
 @click.option("--formats", default="onnx",
-              help="Comma-separated: onnx, onnx-int8, openvino, openvino-fp16, openvino-int8. FP32 ONNX is always built and verified first.")
+              help=f"Comma-separated: {', '.join(format_names())}. FP32 ONNX is always built and verified first.")
 @click.option("--calib", "calib_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Representative images (recursive) for INT8 calibration, e.g. the train set.")
 @click.option("--calib-size", type=click.IntRange(min=1), default=100, help="Calibration images, spread over --calib.")
-@click.option("--int8-engine", type=click.Choice(["onnxruntime", "nncf"]), default="onnxruntime",
+@click.option("--int8-engine", type=click.Choice(INT8_ENGINES), default="onnxruntime",
               help="Quantizer of onnx-int8 (both give a QDQ model for onnxruntime): onnxruntime's quantize_static "
                    "+ bias correction (fast on onnxruntime's CPU kernels), or NNCF (accuracy control with --max-drop; "
                    "measured not faster than FP32 on onnxruntime). openvino-int8 always uses NNCF.")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
               help="onnxruntime's calibrator (with --int8-engine onnxruntime; default minmax).")
 @click.option("--bias-correction/--no-bias-correction", default=True,
               help="With --int8-engine onnxruntime: after quantize_static, shift each layer's bias so its mean output on "
                    "the calibration images matches FP32 (measured: 93.46% → 96.08% top-1 on the hymenoptera fine-tune).")
-@click.option("--target-cpu", type=click.Choice(["host", "avx2", "avx512", "vnni", "arm64"]), default="host",
+@click.option("--target-cpu", type=click.Choice(TARGET_CPUS), default="host",
               help="CPU the onnx-int8 model is built for (picks U8S8 / reduce_range).")
 @click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images to measure every format against PyTorch on; class sub-folders named like the labels give top-1.")
@@ -44,20 +42,15 @@ from .outcome import EXIT_CODES, failure_kind
               help="Write a JSON report (per format: size, sha256, top-1, Δ vs torch, latency, gates), also on failure.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local ImageNet state dict for a torchvision:<name> source (offline).")
-def main(source: str, out_dir: str, **options) -> None:
+@debug_option
+def main(source: str, out_dir: str, debug: bool, **options) -> None:
     """Export SOURCE — a trainer checkpoint (RUN_DIR/best.pt) or torchvision:<arch> with its ImageNet
     weights — to a bundle whose model files carry their preprocessing contract, verified against
     PyTorch on real images and, with --eval/--max-drop/--require-speedup, gated like a compiler."""
-    from .pipeline import export_bundle  # torch loads only when there is work to do
+    with exit_on_error(debug):
+        from .pipeline import export_bundle  # torch loads only when there is work to do
 
-    try:
         export_bundle(source, out_dir, log=lambda msg: click.echo(msg, err=True), **options)
-    except Exception as exc:  # every failure becomes its documented exit code
-        kind = failure_kind(exc)
-        if kind == "internal":
-            traceback.print_exc()
-        click.echo(f"Error ({kind.replace('_', ' ')}): {exc}", err=True)
-        raise SystemExit(EXIT_CODES[kind]) from exc
 
 
 if __name__ == "__main__":

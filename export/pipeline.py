@@ -10,28 +10,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from edgeport.runtime.bundle import LABELS_NAME, MANIFEST_NAME
 from edgeport.runtime.classifier import Classifier
-from edgeport.runtime.cpu import cpu_info
-from edgeport.runtime.errors import AccuracyGateError, SpeedGateError
+from edgeport.runtime.errors import UsageError, exit_code_for
+from edgeport.runtime.machine import cpu_info, library_versions
+from edgeport.runtime.manifest import LABELS_NAME, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, file_entries, write_json
+from edgeport.trainer.loading import load_model
 
-from . import openvino as _openvino  # noqa: F401  (registers openvino, openvino-int8)
-from . import quantize as _quantize  # noqa: F401  (registers onnx-int8)
-from .bundle import file_entries, staging_bundle, write_json
-from .formats import BuildContext, parse_formats
-from .gates import apply_gates, evaluate_formats, load_eval_set
-from .measure import compare_with_fp32
-from .nncf_int8 import AccuracyTarget
-from .onnx import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
-from .outcome import EXIT_CODES, failure_kind
-from .quantize import INT8_ENGINES, select_calibration_images
-from .sources import load_source
-from .verify import verify_parity
-from .versions import library_versions
+from .checks.evalset import load_eval_set
+from .checks.evaluate import compare_with_fp32, evaluate_formats
+from .checks.gates import apply_gates, raise_on_failed_gates
+from .checks.verify import verify_parity
+from .formats import BuildContext, parse_formats, require_calibration
+from .formats.calibration import select_calibration_images
+from .formats.int8_scheme import INT8_ENGINES
+from .formats.nncf_int8 import AccuracyTarget
+from .formats.onnx_fp32 import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+from .samples import packaged_photos
+from .staging import staging_bundle
 
-__all__ = ["ExportOptions", "export_bundle", "MANIFEST_SCHEMA_VERSION", "REPORT_SCHEMA_VERSION"]
+__all__ = ["ExportOptions", "export_bundle", "REPORT_SCHEMA_VERSION"]
 
-MANIFEST_SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
 _LIBRARIES = ("edgeport", "torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "numpy", "pillow")
 
@@ -55,15 +53,15 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and self.eval_dir is None:
-            raise ValueError("--max-drop needs --eval DIR: the images to measure the drop on")
+            raise UsageError("--max-drop needs --eval DIR: the images to measure the drop on")
         if self.max_drop is not None and self.max_drop < 0:
-            raise ValueError("--max-drop is in top-1 points and must be ≥ 0")
+            raise UsageError("--max-drop is in top-1 points and must be ≥ 0")
         if self.int8_engine not in INT8_ENGINES:
-            raise ValueError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {self.int8_engine!r}")
+            raise UsageError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {self.int8_engine!r}")
         if self.calib_method is not None and self.int8_engine != "onnxruntime":
-            raise ValueError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
+            raise UsageError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
         if not self.bias_correction and self.int8_engine != "onnxruntime":
-            raise ValueError("--no-bias-correction applies to --int8-engine onnxruntime (NNCF always corrects biases)")
+            raise UsageError("--no-bias-correction applies to --int8-engine onnxruntime (NNCF always corrects biases)")
 
 
 def _git_commit(folder: Path) -> str | None:
@@ -119,11 +117,11 @@ def export_bundle(
         report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
         manifest = _export(source, Path(out_dir), opts, log, report)
         report["bundle_written"] = True
-        report.update(status="passed", exit_code=EXIT_CODES["passed"], failure=None)
+        report.update(status="passed", exit_code=0, failure=None)
         return manifest
     except BaseException as exc:
-        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else failure_kind(exc)
-        report.update(status="failed", exit_code=EXIT_CODES.get(kind, 1), failure={"kind": kind, "message": str(exc)})
+        kind, code = exit_code_for(exc)
+        report.update(status="failed", exit_code=code, failure={"kind": kind, "message": str(exc)})
         raise
     finally:
         report_path = opts.report if opts else overrides.get("report")
@@ -136,18 +134,19 @@ def export_bundle(
 
 def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str], None], report: dict[str, Any]) -> dict[str, Any]:
     chosen = parse_formats(opts.formats)
-    needs_calib = [f.name for f in chosen if f.needs_calibration]
-    if needs_calib and opts.calib_dir is None:
-        raise ValueError(f"{', '.join(needs_calib)} need --calib DIR: a folder of representative images (e.g. your train set)")
+    require_calibration([f.name for f in chosen], opts.calib_dir)
+    needs_calib = any(f.needs_calibration for f in chosen)
     calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
-    src = load_source(source, weights=opts.weights)
+    src = load_model(source, weights=opts.weights)
+    # Verify on the checkpoint's own validation images when they are still on disk, else packaged photos.
+    verify_images = src.val_files or packaged_photos()
     eval_set = load_eval_set(Path(opts.eval_dir), src.contract) if opts.eval_dir else None
     log(f"exporting {source} ({len(src.contract.labels)} classes, input {src.contract.input_size}) to ONNX …")
     with staging_bundle(out_dir) as staging:
         model_path = staging / "model.onnx"
         export_onnx(src.model, src.contract, model_path)
-        log(f"verifying against PyTorch on {len(src.verify_images)} real images …")
-        verification = {"onnx": verify_parity(src.model, model_path, src.verify_images).to_dict()}
+        log(f"verifying against PyTorch on {len(verify_images)} real images …")
+        verification = {"onnx": verify_parity(src.model, model_path, verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
                            calib_method=opts.calib_method, bias_correction=opts.bias_correction,
                            target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
@@ -157,9 +156,9 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             details = fmt.build(ctx)
             if fmt.precision == "fp32" and fmt.name not in verification:
                 log(f"verifying {fmt.name} against PyTorch …")
-                verification[fmt.name] = verify_parity(src.model, staging / fmt.file, src.verify_images).to_dict()
+                verification[fmt.name] = verify_parity(src.model, staging / fmt.file, verify_images).to_dict()
             elif fmt.precision != "fp32":
-                verification[fmt.name] = compare_with_fp32(model_path, staging / fmt.file, src.verify_images)
+                verification[fmt.name] = compare_with_fp32(model_path, staging / fmt.file, verify_images)
                 _report_reduced_precision(fmt.name, fmt.precision, verification[fmt.name], log)
             format_entries[fmt.name] = {"file": fmt.file, "files": fmt.files, "backend": fmt.backend,
                                         "precision": fmt.precision, **details}
@@ -189,7 +188,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
                                         opts.max_drop, opts.require_speedup)
         write_json(staging / MANIFEST_NAME, manifest)
         report["formats"] = _report_formats(manifest)
-        _raise_on_failed_gates(manifest, opts)
+        raise_on_failed_gates(manifest, opts.max_drop)
     onnx_check = verification["onnx"]
     log(
         f"ok: {', '.join(format_entries)}; ONNX vs PyTorch on {onnx_check['images']} images: top-1 agreement "
@@ -205,21 +204,3 @@ def _accuracy_target(fp32_onnx: Path, eval_set, max_drop: float | None) -> Accur
     labelled = eval_set.targets is not None
     targets = eval_set.targets if labelled else Classifier(fp32_onnx).logits_from_tensor(eval_set.tensors).argmax(1)
     return AccuracyTarget(eval_set.tensors, np.asarray(targets), labelled, max_drop)
-
-
-def _raise_on_failed_gates(manifest: dict[str, Any], opts: ExportOptions) -> None:
-    failed_acc = [n for n, g in manifest["gates"].items() if g["accuracy"] == "fail"]
-    if failed_acc:
-        drops = {n: manifest["evaluation"]["formats"][n]["drop_vs_torch_pp"] for n in failed_acc}
-        raise AccuracyGateError(
-            f"accuracy gate failed: {', '.join(f'{n} drops {d:.2f} points' for n, d in drops.items())} below PyTorch "
-            f"(--max-drop {opts.max_drop}); the bundle was not written. Try --calib-method percentile, more "
-            "--calib-size, or ship the FP32 formats"
-        )
-    failed_speed = [n for n, g in manifest["gates"].items() if g["speed"] == "fail"]
-    if failed_speed:
-        ratios = {n: manifest["verification"][n]["latency_ratio_vs_fp32"] for n in failed_speed}
-        raise SpeedGateError(
-            f"speed gate failed: {', '.join(f'{n} runs at ×{r:.2f} of FP32' for n, r in ratios.items())} "
-            "(--require-speedup); the bundle was not written. Build for the device's CPU with --target-cpu, or drop the INT8 format"
-        )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
+from edgeport.runtime.errors import UsageError
 
 __all__ = ["LatencySamples", "time_interleaved", "percentiles_ms", "settle", "SETTLE_SECONDS"]
 
@@ -59,7 +60,7 @@ def time_interleaved(runners: Mapping[str, Callable[[], object]], runs: int, war
     has at least ``runs`` timed calls *and* ``min_seconds`` have passed (capped at ``max_runs`` calls
     per runner). ``on_round`` gets the number of calls each runner added in that round."""
     if runs < 1 or block < 1:
-        raise ValueError("runs and block must be ≥ 1")
+        raise UsageError("runs and block must be ≥ 1")
     for run in runners.values():
         for _ in range(warmup):
             run()

@@ -13,9 +13,9 @@ from .errors import (
     VerificationError,
     WeightsNotFoundError,
 )
+from .frames import Frame
 from .preprocess import load_image, preprocess
 from .records import StreamResult
-from .sources import Frame
 
 __all__ = [
     "Classifier",

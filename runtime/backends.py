@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from .contract import METADATA_KEY, PreprocessContract
-from .errors import ContractError, ModelLoadError
+from .errors import ContractError, MissingDependencyError, ModelLoadError
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "create_backend", "backend_names"]
 
@@ -112,7 +112,7 @@ class OpenVinoBackend:
         try:
             import openvino as ov
         except ImportError as exc:
-            raise ModelLoadError("the openvino backend needs OpenVINO: pip install 'edgeport[openvino]'") from exc
+            raise MissingDependencyError("the openvino backend needs OpenVINO: pip install 'edgeport[openvino]'") from exc
         core = ov.Core()
         try:
             model = core.read_model(os.fspath(model_path))

@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import IntegrityError, ModelLoadError
+from .manifest import MANIFEST_NAME, read_manifest, sha256_file
 
-__all__ = ["MANIFEST_NAME", "LABELS_NAME", "FILE_BACKENDS", "ResolvedModel", "resolve_model", "sha256_file", "read_manifest"]
-
-MANIFEST_NAME = "manifest.json"
-LABELS_NAME = "labels.txt"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(bundle_dir: Path) -> dict[str, Any]:
-    path = bundle_dir / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"{bundle_dir} has no {MANIFEST_NAME}; pass a bundle written by edge-export or an .onnx file") from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path} is unreadable ({exc}); re-run edge-export") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or not isinstance(data.get("formats"), dict):
-        raise ModelLoadError(f"{path} lacks 'files'/'formats'; re-run edge-export")
-    return data
-
+__all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
 
 #: Model files the runtime opens on their own (no bundle): suffix → backend.
 FILE_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}

@@ -14,9 +14,9 @@ from .backends import create_backend
 from .bundle import resolve_model
 from .contract import PreprocessContract
 from .errors import ImageDecodeError
+from .frames import Frame
 from .preprocess import ImageInput, describe_source, preprocess, preprocess_fast
 from .records import UNKNOWN, StreamResult
-from .sources import Frame
 
 __all__ = ["Classifier", "Prediction", "softmax"]
 

@@ -1,8 +1,8 @@
 """``edge-predict``: classify files, folders, a video, a camera or a watched folder, torch-free.
 
-Exit codes: 0 every input classified; 1 some inputs failed (each has an error record, the rest
-were still classified); 2 bad usage, including a model or a source that cannot be opened;
-130 stopped by Ctrl-C (after printing the summary of what was done).
+Exit codes (``errors.ExitCode``, docs/exit-codes.md): 0 every input classified; 6 some inputs failed
+(each has an error record, the rest were still classified); 2 bad usage, including a model or a source
+that cannot be opened; 1 an internal error; 130 stopped by Ctrl-C (after printing the summary).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import time
 
 import click
 
+from .backends import backend_names
 from .classifier import Classifier
-from .errors import EdgeportError
+from .cli_support import debug_option, exit_on_error
+from .errors import ExitCode
+from .formats import format_names
+from .frames import camera_frames, file_frames, paced, video_frames, watch_frames
 from .inputs import expand_inputs
-from .records import FORMATS, Summary, csv_header, format_record, to_record
-from .sources import camera_frames, file_frames, paced, video_frames, watch_frames
-
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .records import OUTPUT_FORMATS, Summary, csv_header, format_record, to_record
 
 
 def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
@@ -52,46 +53,42 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
 @click.option("--top-k", "-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes per image.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Report the label 'unknown' when the best probability is below this.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "openvino"]), default="auto", show_default=True,
+@click.option("--output-format", "--format", "fmt", type=click.Choice(OUTPUT_FORMATS), default="table", show_default=True,
+              help="How records are printed (--format is the older name).")
+@click.option("--backend", type=click.Choice(["auto", *backend_names()]), default="auto", show_default=True,
               help="auto: the bundle's first format (FP32 ONNX), or the file's own backend.")
-@click.option("--model-format", default=None,
-              help="A bundle format by name: onnx, onnx-int8, openvino, openvino-int8 (those the bundle has).")
+@click.option("--model-format", type=click.Choice(format_names()), default=None,
+              help="A bundle format by name (one the bundle has).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: the backend's).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference call.")
 @click.option("--exact-preprocess", is_flag=True,
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
+@debug_option
 def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
-         fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool) -> None:
+         fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool,
+         debug: bool) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
     a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
     OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
     stdout, a summary (count, failures, latency mean/p50/p90, FPS) on stderr."""
     started = time.time()  # --watch: files written while the model loads count as new
-    try:
+    with exit_on_error(debug):  # a model, video, camera or folder that cannot be opened: its error type's code
         frames = _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started)
-    except EdgeportError as exc:  # a video or camera that cannot be opened
-        raise click.UsageError(str(exc)) from exc
-    try:
         clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
                          exact_preprocess=exact_preprocess)
-    except EdgeportError as exc:
-        raise click.BadParameter(str(exc), param_hint="MODEL") from exc
-    summary, interrupted = Summary(started=time.perf_counter()), False
-    if fmt == "csv":
-        click.echo(csv_header())
-    try:
-        for result in clf.stream(frames, top_k=top_k, threshold=threshold, batch=batch):
-            summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
-            click.echo(format_record(to_record(result), fmt))
-    except KeyboardInterrupt:
-        interrupted = True
-    except EdgeportError as exc:  # the source itself cannot be opened (video, camera, folder)
-        raise click.UsageError(str(exc)) from exc
+        summary, interrupted = Summary(started=time.perf_counter()), False
+        if fmt == "csv":
+            click.echo(csv_header())
+        try:
+            for result in clf.stream(frames, top_k=top_k, threshold=threshold, batch=batch):
+                summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
+                click.echo(format_record(to_record(result), fmt))
+        except KeyboardInterrupt:
+            interrupted = True
     name = clf.format or clf.model_path.name
     click.echo(f"{summary.text(time.perf_counter(), interrupted)} ({name} on {clf.backend})", err=True)
-    sys.exit(EXIT_INTERRUPTED if interrupted else EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+    sys.exit(ExitCode.INTERRUPTED if interrupted else ExitCode.SOME_INPUTS_FAILED if summary.failed else ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""One small error hierarchy for every stage.
+"""One small error hierarchy for every stage, and the one table that maps error types to exit codes.
 
-Every message says what went wrong *and* what to do about it; the CLIs turn these into click
-errors and exit codes. Lives in the runtime because the runtime must raise them without torch.
+Every message says what went wrong *and* what to do about it. Every CLI ends through
+``exit_code_for``: an error edgeport raises on purpose exits with its type's code, anything else is an
+internal error (exit 1). Lives in the runtime because the runtime must raise them without torch.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "EdgeportError",
+    "UsageError",
+    "MissingDependencyError",
+    "CalibrationError",
     "ContractError",
     "ImageDecodeError",
     "FrameSourceError",
@@ -20,11 +24,22 @@ __all__ = [
     "AccuracyGateError",
     "SpeedGateError",
     "LayerNameError",
+    "EXIT_CODES",
+    "ExitCode",
+    "exit_code_for",
 ]
 
 
 class EdgeportError(Exception):
     """Base class of every error edgeport raises on purpose."""
+
+
+class UsageError(EdgeportError):
+    """Bad arguments or options: a value out of range, options that do not go together."""
+
+
+class MissingDependencyError(UsageError):
+    """An optional dependency (an extra) is needed for what was asked; the message names the pip install."""
 
 
 class ContractError(EdgeportError):
@@ -56,6 +71,10 @@ class DataError(EdgeportError):
     """A training/evaluation image folder is unusable (no classes, empty class folder, ...)."""
 
 
+class CalibrationError(DataError):
+    """INT8 calibration images are missing or undecodable."""
+
+
 class WeightsNotFoundError(EdgeportError):
     """Pretrained weights could not be found offline nor downloaded."""
 
@@ -78,3 +97,35 @@ class SpeedGateError(GateError):
 
 class LayerNameError(EdgeportError):
     """A layer asked for by name (explain tools) is not in the model; the message lists valid names."""
+
+
+class ExitCode:
+    """Exit codes of every edgeport CLI; stable and documented (docs/exit-codes.md)."""
+
+    OK = 0
+    INTERNAL = 1  # a bug or an unexpected library failure (traceback with --debug)
+    USAGE = 2  # bad arguments, an unusable model, bundle, source, data or a missing dependency
+    VERIFICATION = 3  # an exported format does not reproduce PyTorch
+    ACCURACY_GATE = 4  # a format is further below PyTorch than --max-drop
+    SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
+    SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
+    INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
+
+
+#: Error type → (kind, exit code). The most specific type that matches wins (looked up along the MRO).
+EXIT_CODES: dict[type[EdgeportError], tuple[str, int]] = {
+    EdgeportError: ("usage", ExitCode.USAGE),
+    VerificationError: ("verification", ExitCode.VERIFICATION),
+    AccuracyGateError: ("accuracy_gate", ExitCode.ACCURACY_GATE),
+    SpeedGateError: ("speed_gate", ExitCode.SPEED_GATE),
+}
+
+
+def exit_code_for(exc: BaseException) -> tuple[str, int]:
+    """``(kind, code)`` for an exception: its type's entry in ``EXIT_CODES``, else internal (1)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", ExitCode.INTERRUPTED
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return "internal", ExitCode.INTERNAL

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StreamResult", "UNKNOWN", "to_record", "format_record", "csv_header", "Summary", "FORMATS"]
+__all__ = ["StreamResult", "UNKNOWN", "to_record", "format_record", "csv_header", "Summary", "OUTPUT_FORMATS"]
 
 #: The label reported when the best score is below ``--threshold``.
 UNKNOWN = "unknown"
-FORMATS = ("jsonl", "csv", "table")
+OUTPUT_FORMATS = ("jsonl", "csv", "table")
 _CSV_COLUMNS = ["source", "frame", "timestamp", "ok", "label", "score", "top_k", "latency_ms", "error"]
 
 

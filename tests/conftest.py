@@ -11,6 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 HYMENOPTERA = Path(os.environ.get("EDGEPORT_HYMENOPTERA", REPO.parent / "shared" / "data" / "hymenoptera"))
 
 
+#: Session fixtures that train or export a real model: a test that uses one (directly or through another
+#: fixture) is ``slow``, so ``pytest -m "not slow"`` is the fast loop (runtime, contract, CLI parsing, errors).
+HEAVY_FIXTURES = {"imagenet_bundle", "finetuned_run", "finetuned_bundle"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_torch_home(tmp_path_factory):
     """An empty hub cache, so every session exercises the offline weight lookup for real."""
@@ -49,7 +60,7 @@ def sample_photos() -> list[Path]:
 @pytest.fixture(scope="session")
 def imagenet_bundle(tmp_path_factory) -> Path:
     """torchvision's ImageNet MobileNetV2, exported and verified: the `make demo` path."""
-    from edgeport.export.pipeline import export_bundle
+    from edgeport.export import export_bundle
 
     out = tmp_path_factory.mktemp("imagenet") / "mobilenet_v2"
     export_bundle("torchvision:mobilenet_v2", out, log=lambda _: None)
@@ -59,7 +70,7 @@ def imagenet_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def finetuned_run(tmp_path_factory, hymenoptera):
     """One brief MobileNetV2 fine-tune on hymenoptera for the whole session."""
-    from edgeport.trainer.fit import TrainConfig, fit
+    from edgeport.trainer import TrainConfig, fit
 
     out = tmp_path_factory.mktemp("run")
     return fit(hymenoptera, out, TrainConfig(arch="mobilenet_v2", freeze_epochs=1, epochs=1, seed=0), progress=False)
@@ -68,7 +79,7 @@ def finetuned_run(tmp_path_factory, hymenoptera):
 @pytest.fixture(scope="session")
 def finetuned_bundle(tmp_path_factory, finetuned_run, hymenoptera) -> Path:
     """The fine-tune in every format: FP32 ONNX, INT8 ONNX, OpenVINO FP32 and NNCF INT8."""
-    from edgeport.export.pipeline import export_bundle
+    from edgeport.export import export_bundle
 
     out = tmp_path_factory.mktemp("ft") / "bundle"
     export_bundle(str(finetuned_run.best_path), out, formats="onnx,onnx-int8,openvino,openvino-int8",

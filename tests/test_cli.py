@@ -32,7 +32,7 @@ def test_bad_inputs_get_error_records_and_the_rest_is_classified(imagenet_bundle
     args = [str(imagenet_bundle), str(good[0]), str(truncated), str(empty), str(text), str(zero), str(tmp_path / "nope.jpg"),
             *map(str, good[1:]), "--format", "jsonl"]
     result = CliRunner().invoke(predict_main, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 6, result.output  # ExitCode.SOME_INPUTS_FAILED
     records = _records(result.stdout)
     assert [r["source"] for r in records] == args[1:-2]  # one record per input, in order
     by_source = {r["source"]: r for r in records}
@@ -108,4 +108,4 @@ def test_edge_train_help_and_data_errors(tmp_path, hymenoptera):
     (one_class / "ants").mkdir(parents=True)
     shutil.copy(sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[0], one_class / "ants")
     result = runner.invoke(train_main, [str(one_class), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1 and "at least 2" in result.output
+    assert result.exit_code == 2 and "at least 2" in result.output  # a DataError is a usage error everywhere

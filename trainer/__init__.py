@@ -1,13 +1,22 @@
-"""edgeport's PyTorch stage: data, models, transfer learning (imports torch lazily)."""
+"""edgeport's PyTorch stage: data, models, transfer learning, the LR finder, and ``explain`` (what the
+network learned). Names load lazily so that ``edge-train --help`` stays instant; torch loads on first use."""
 
 from __future__ import annotations
 
-__all__ = ["TrainConfig", "TrainResult", "fit"]
+from importlib import import_module
+
+from edgeport.runtime.errors import DataError, EdgeportError, UsageError, WeightsNotFoundError
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "find_lr", "LoadedModel", "load_model", "EdgeportError", "UsageError",
+           "DataError", "WeightsNotFoundError"]
+
+# name → module that defines it. No submodule is named like a public name: a module ``fit`` holding
+# the function ``fit`` shadowed it (a RecursionError once, then the module instead of the function).
+_LAZY = {"TrainConfig": ".training", "TrainResult": ".training", "fit": ".training", "find_lr": ".training", "LoadedModel": ".loading",
+         "load_model": ".loading"}
 
 
 def __getattr__(name: str):
-    if name in __all__:  # keep `edge-train --help` instant: torch loads on first real use
-        from . import fit as _fit
-
-        return getattr(_fit, name)
-    raise AttributeError(name)
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,52 +11,23 @@ The eval transform is not here: it is derived from the contract in ``transforms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.errors import UsageError
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
+from .registry import AUG_PRESETS, AugPreset, aug_names
 from .transforms import eval_transform
 
 __all__ = ["AugPreset", "AUG_PRESETS", "aug_names", "train_transforms", "BatchAugment"]
 
 
-@dataclass(frozen=True)
-class AugPreset:
-    """Strengths of one preset; 0 turns an operation off."""
-
-    name: str
-    crop_scale: tuple[float, float] | None  # RandomResizedCrop area range; None: the eval geometry
-    flip_p: float = 0.0
-    brightness: float = 0.0  # factor drawn from [1 - b, 1 + b], as torchvision's ColorJitter
-    contrast: float = 0.0
-    saturation: float = 0.0
-    rotate_degrees: float = 0.0  # geometric, so CPU-only
-
-
-AUG_PRESETS: dict[str, AugPreset] = {
-    p.name: p
-    for p in (
-        AugPreset("none", crop_scale=None),
-        # The long-standing default: crops of at least a third of the image, and mirror flips.
-        AugPreset("light", crop_scale=(0.35, 1.0), flip_p=0.5),
-        # fastai's aug_transforms spirit: smaller crops, a little rotation, lighting changes.
-        AugPreset("strong", crop_scale=(0.2, 1.0), flip_p=0.5, brightness=0.3, contrast=0.3, saturation=0.3,
-                  rotate_degrees=10.0),
-    )
-}
-
-
-def aug_names() -> list[str]:
-    return list(AUG_PRESETS)
-
-
 def _preset(name: str) -> AugPreset:
     if name not in AUG_PRESETS:
-        raise ValueError(f"unknown augmentation preset {name!r}; choose one of {aug_names()}")
+        raise UsageError(f"unknown augmentation preset {name!r}; choose one of {aug_names()}")
     return AUG_PRESETS[name]
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from edgeport.runtime.atomic import atomic_write_bytes
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.errors import ModelLoadError
-
-from .atomic import atomic_write_bytes
 
 __all__ = ["CHECKPOINT_KIND", "save_checkpoint", "load_checkpoint", "save_run_state", "load_run_state"]
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from edgeport.runtime.errors import EdgeportError
+from edgeport.runtime.cli_support import debug_option, exit_on_error
 
-from .augment import aug_names
-from .models import arch_names
+from .registry import STRATEGIES, arch_names, aug_names
 
 STRATEGY_HELP = (
     "head: frozen body, train only the new head. finetune: --freeze-epochs head-only, then everything "
@@ -38,7 +37,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100})
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", type=click.Choice(arch_names()), default="mobilenet_v2", help="Architecture (torchvision's; efficientnet_lite0 via timm).")
-@click.option("--strategy", type=click.Choice(["head", "finetune", "gradual", "full"]), default="finetune",
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="finetune",
               help=STRATEGY_HELP)
 @click.option("--epochs", type=click.IntRange(min=0), default=3,
               help="Epochs after the head-only ones (unfrozen for finetune/gradual). Every strategy trains "
@@ -74,9 +73,11 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Run folder: best.pt, last.pt, metrics.json/.csv, curves.png, confusion_matrix.png, top_losses.png.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="RUN_DIR",
               help="Continue a killed run from RUN_DIR/last.pt with its saved settings (the options above are ignored).")
+@debug_option
 def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
-         workers: int | None, weights: str | None, label_from: str, aug: str, out_dir: str, resume_dir: str | None) -> None:
+         workers: int | None, weights: str | None, label_from: str, aug: str, out_dir: str, resume_dir: str | None,
+         debug: bool) -> None:
     """Fine-tune --arch on DATA_DIR: either DATA_DIR/{train,val}/<class>/ images, or DATA_DIR/<class>/
     images split by --valid-pct. Writes OUT/best.pt (for edge-export), OUT/last.pt (for --resume),
     metrics and pictures.
@@ -87,9 +88,9 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
       learn.fine_tune(3, 5e-3)   --epochs 3 --freeze-epochs 1 --lr 5e-3   (the default)
       learn.fit_one_cycle(...)   --strategy head / full
     """
-    from .fit import TrainConfig, find_lr, fit  # torch import deferred so --help is instant
+    with exit_on_error(debug):
+        from .training import TrainConfig, find_lr, fit  # torch import deferred so --help is instant
 
-    try:
         if resume_dir is not None:
             result = fit(data_dir, resume_dir, TrainConfig(), resume=True)
         else:
@@ -102,8 +103,6 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
                 click.echo(f"suggested LR: valley {found.valley:.2e}, steep {found.steep:.2e}")
                 return
             result = fit(data_dir, out_dir, config)
-    except (EdgeportError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
     best = result.best
     click.echo(f"best val accuracy {best['val_accuracy']:.4f} (epoch {best['epoch']}) → {result.best_path}")
 

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import torch
+from edgeport.runtime.errors import UsageError
 
 __all__ = ["resolve_device", "use_amp", "use_channels_last", "default_workers", "seed_everything"]
 
@@ -19,9 +20,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise UsageError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 

