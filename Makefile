@@ -17,7 +17,7 @@ RELEASE_DATA ?= ../shared/data/hymenoptera
 RELEASE_OUT ?= dist/hymenoptera
 MAX_DROP ?= 1
 
-.PHONY: setup demo test release-model clean
+.PHONY: setup demo test test-fast release-model clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ endif
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The developer loop: runtime, contract, preprocessing, CLI parsing, errors, architecture (no training or export).
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 # The release gate on the hymenoptera example: fine-tune, export every format, fail (exit 4) if any
 # format is more than MAX_DROP top-1 points below PyTorch on the val split. The report is kept either way.

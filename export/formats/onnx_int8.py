@@ -25,13 +25,13 @@ from typing import Any, Iterator, Sequence
 import onnx
 from edgeport.runtime.atomic import atomic_write_bytes
 from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import CalibrationError, UsageError
+from edgeport.runtime.errors import UsageError
 
 from .calibration import CalibrationReader, calibration_tensors
 from .int8_graph import check_really_quantized, depthwise_weight_overrides
 from .int8_scheme import CALIB_METHODS, Int8Scheme, choose_scheme
 from .onnx_fp32 import INPUT_NAME, embed_contract, strip_debug_metadata
-from .registry import BuildContext, register_format
+from .registry import BuildContext, register_format, require_calibration
 
 __all__ = ["quantize_onnx", "quantize_onnx_nncf", "build_onnx_int8"]
 
@@ -118,8 +118,7 @@ def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessCont
 
 
 def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
-    if not ctx.calib_images:
-        raise CalibrationError("onnx-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
+    require_calibration(["onnx-int8"], ctx.calib_images or None)
     scheme = choose_scheme(ctx.target_cpu)
     out = ctx.staging / "model.int8.onnx"
     ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"

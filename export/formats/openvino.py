@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from edgeport.runtime.backends import OPENVINO_RT_PATH
-from edgeport.runtime.errors import CalibrationError, MissingDependencyError
+from edgeport.runtime.errors import MissingDependencyError
 
-from .registry import BuildContext, register_format
+from .registry import BuildContext, register_format, require_calibration
 
 __all__ = ["build_openvino"]
 
@@ -62,8 +62,7 @@ register_format("openvino-fp16", build_openvino_fp16)
 def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
     """NNCF post-training quantization of the IR (``nncf_int8``); calibration through the runtime's
     preprocessing; with ``--max-drop``, NNCF's accuracy control keeps sensitive operations in float."""
-    if not ctx.calib_images:
-        raise CalibrationError("openvino-int8 needs --calib DIR: a folder of representative images (e.g. your train set)")
+    require_calibration(["openvino-int8"], ctx.calib_images or None)
     try:
         import nncf
         import openvino as ov

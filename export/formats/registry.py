@@ -3,12 +3,12 @@ function that builds it inside the staging bundle from the verified FP32 ONNX mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import UsageError
+from edgeport.runtime.errors import CalibrationError
 from edgeport.runtime.formats import DEPLOY_FORMATS, DeployFormat, parse_format_names
 
 __all__ = ["BuildContext", "Format", "FORMATS", "register_format", "parse_formats", "require_calibration"]
@@ -29,30 +29,11 @@ class BuildContext:
 
 
 @dataclass(frozen=True)
-class Format:
-    spec: DeployFormat  # name, file, backend, precision (the runtime's table)
-    build: Callable[[BuildContext], dict[str, Any]]
+class Format(DeployFormat):
+    """A deployment format (name, file, backend, precision: the runtime's table) and how export builds it."""
+
+    build: Callable[[BuildContext], dict[str, Any]] | None = None
     needs_calibration: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def file(self) -> str:
-        return self.spec.file
-
-    @property
-    def files(self) -> list[str]:
-        return self.spec.files
-
-    @property
-    def backend(self) -> str:
-        return self.spec.backend
-
-    @property
-    def precision(self) -> str:
-        return self.spec.precision
 
 
 #: Built formats in the runtime table's order, whatever order the format modules are imported in.
@@ -60,7 +41,8 @@ FORMATS: dict[str, Format] = {}
 
 
 def register_format(name: str, build: Callable[[BuildContext], dict[str, Any]], needs_calibration: bool = False) -> Format:
-    fmt = Format(DEPLOY_FORMATS[name], build, needs_calibration)
+    spec = DEPLOY_FORMATS[name]
+    fmt = Format(**{f.name: getattr(spec, f.name) for f in fields(spec)}, build=build, needs_calibration=needs_calibration)
     FORMATS[name] = fmt
     ordered = [FORMATS[n] for n in DEPLOY_FORMATS if n in FORMATS]
     FORMATS.clear()
@@ -80,7 +62,7 @@ def require_calibration(names: list[str], calib_dir: object) -> None:
     """Formats that quantize need representative images: the one place that says so."""
     needs = [n for n in names if n in FORMATS and FORMATS[n].needs_calibration]
     if needs and calib_dir is None:
-        raise UsageError(f"{', '.join(needs)} need --calib DIR: a folder of representative images (e.g. your train set)")
+        raise CalibrationError(f"{', '.join(needs)} need --calib DIR: a folder of representative images (e.g. your train set)")
 
 
 def _onnx_fp32(ctx: BuildContext) -> dict[str, Any]:

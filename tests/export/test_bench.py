@@ -145,3 +145,18 @@ def test_unknown_format_as_a_real_process(imagenet_bundle, photo_folder):
     out = subprocess.run([str(BIN / "edge-bench"), str(imagenet_bundle), "--data", str(photo_folder), "--formats", "tflite"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "unknown format(s) ['tflite']" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_without_calib_measures_the_formats_that_need_none(photo_folder):
+    """The first command a new user types failed on its default format list ("onnx-int8, openvino-int8 need
+    --calib DIR"); now it measures the others and says in one line how to add the INT8 ones."""
+    out = subprocess.run(
+        [str(BIN / "edge-bench"), "torchvision:mobilenet_v2", "--data", str(photo_folder), "--runs", "3",
+         "--min-seconds", "0", "--warmup", "1", "--e2e-images", "1", "--cold-starts", "0", "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|")[1].strip() for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == ["torch", "onnx", "openvino", "openvino-fp16"]
+    assert "onnx-int8, openvino-int8 skipped: they need calibration images; add --calib DIR" in out.stderr

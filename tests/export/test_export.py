@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from edgeport.runtime.errors import UsageError
 import torch
 from edgeport.export import export_bundle
 from edgeport.export.checks.verify import verify_parity
 from edgeport.export.formats.onnx_fp32 import read_contract
 from edgeport.runtime import Classifier, ModelLoadError, VerificationError
+from edgeport.runtime.errors import UsageError
 from edgeport.runtime.manifest import sha256_file
 from edgeport.trainer.models import build_pretrained
 

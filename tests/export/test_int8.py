@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from edgeport.runtime.errors import CalibrationError, UsageError
 from edgeport.export.formats.calibration import select_calibration_images
 from edgeport.export.formats.int8_graph import check_really_quantized, conv_group
 from edgeport.export.formats.int8_scheme import choose_scheme
 from edgeport.runtime import Classifier, VerificationError
+from edgeport.runtime.errors import CalibrationError, UsageError
 
 INT8_FORMATS = ("onnx-int8", "openvino-int8")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from edgeport.runtime.errors import UsageError
 from edgeport.export.timing import percentiles_ms, time_interleaved
+from edgeport.runtime.errors import UsageError
 
 
 class ContendedRunner:

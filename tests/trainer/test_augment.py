@@ -1,9 +1,9 @@
 """Augmentation presets by name: CPU item transforms on real photos, and the GPU batch path on CPU tensors."""
 
 import pytest
-from edgeport.runtime.errors import UsageError
 import torch
 from edgeport.runtime.contract import PreprocessContract
+from edgeport.runtime.errors import UsageError
 from edgeport.runtime.preprocess import load_image
 from edgeport.trainer.augment import AUG_PRESETS, AugPreset, BatchAugment, aug_names, train_transforms
 from edgeport.trainer.transforms import eval_transform

@@ -167,3 +167,16 @@ def test_cli_as_a_real_subprocess(sample_photos, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "features.18" in proc.stdout
     assert assert_png(out).size == (224, 224)
+
+
+def test_explain_loads_efficientnet_lite0_like_export_does(tmp_path):
+    """``edge-explain filters torchvision:efficientnet_lite0`` failed: explain built the contract from a
+    torchvision weights enum that lite0 does not have. All three tools now load through trainer.loading."""
+    runner = CliRunner()
+    res = runner.invoke(explain_main, ["filters", "torchvision:efficientnet_lite0", "--out", str(tmp_path / "f.png")])
+    assert res.exit_code == 0, res.output
+    assert_png(tmp_path / "f.png")
+    model = load_model("torchvision:efficientnet_lite0")
+    assert model.contract.mean == (0.5, 0.5, 0.5)  # the TF reference preprocessing, not torchvision's ImageNet one
+    changes = weight_changes(model)  # against the ImageNet weights of the same arch: itself
+    assert changes and all(c.relative_change == 0.0 for c in changes if c.relative_change is not None)

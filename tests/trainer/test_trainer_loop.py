@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from edgeport.runtime.errors import UsageError
 import torch
 from click.testing import CliRunner
+from edgeport.runtime.errors import UsageError
 from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_checkpoint
 from edgeport.trainer.cli import main as train_main
