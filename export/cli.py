@@ -32,6 +32,9 @@ from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
                    "the calibration images matches FP32 (measured: 93.46% → 96.08% top-1 on the hymenoptera fine-tune).")
 @click.option("--target-cpu", type=click.Choice(TARGET_CPUS), default="host",
               help="CPU the onnx-int8 model is built for (picks U8S8 / reduce_range).")
+@click.option("--target-runtime", default=None, metavar="onnxruntime==X.Y",
+              help="Oldest onnxruntime the ONNX files must load in (picks their IR version and opset) "
+                   "[default: the onnxruntime floor edgeport declares].")
 @click.option("--eval", "eval_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Images to measure every format against PyTorch on; class sub-folders named like the labels give top-1.")
 @click.option("--max-drop", type=float, default=None,

@@ -24,7 +24,8 @@ from .formats import BuildContext, parse_formats, require_calibration
 from .formats.calibration import select_calibration_images
 from .formats.int8_scheme import INT8_ENGINES
 from .formats.nncf_int8 import AccuracyTarget
-from .formats.onnx_fp32 import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
+from .formats.onnx_fp32 import INPUT_NAME, OUTPUT_NAME, export_onnx
+from .formats.onnx_target import resolve_target
 from .samples import packaged_photos
 from .staging import staging_bundle
 
@@ -50,6 +51,7 @@ class ExportOptions:
     require_speedup: bool = False
     weights: str | None = None
     report: str | Path | None = None  # JSON report path, written even when the export fails
+    target_runtime: str | None = None  # "onnxruntime==X.Y" the ONNX files must load in (None: the declared floor)
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and self.eval_dir is None:
@@ -137,6 +139,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     require_calibration([f.name for f in chosen], opts.calib_dir)
     needs_calib = any(f.needs_calibration for f in chosen)
     calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
+    onnx_target = resolve_target(opts.target_runtime)
     src = load_model(source, weights=opts.weights)
     # Verify on the checkpoint's own validation images when they are still on disk, else packaged photos.
     verify_images = src.val_files or packaged_photos()
@@ -144,13 +147,13 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     log(f"exporting {source} ({len(src.contract.labels)} classes, input {src.contract.input_size}) to ONNX …")
     with staging_bundle(out_dir) as staging:
         model_path = staging / "model.onnx"
-        export_onnx(src.model, src.contract, model_path)
+        proto = export_onnx(src.model, src.contract, model_path, onnx_target)
         log(f"verifying against PyTorch on {len(verify_images)} real images …")
         verification = {"onnx": verify_parity(src.model, model_path, verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
                            calib_method=opts.calib_method, bias_correction=opts.bias_correction,
                            target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
-                           accuracy=_accuracy_target(model_path, eval_set, opts.max_drop), log=log)
+                           accuracy=_accuracy_target(model_path, eval_set, opts.max_drop), onnx_target=onnx_target, log=log)
         format_entries: dict[str, Any] = {}
         for fmt in chosen:
             details = fmt.build(ctx)
@@ -162,7 +165,8 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
                 _report_reduced_precision(fmt.name, fmt.precision, verification[fmt.name], log)
             format_entries[fmt.name] = {"file": fmt.file, "files": fmt.files, "backend": fmt.backend,
                                         "precision": fmt.precision, **details}
-        format_entries["onnx"].update({"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME})
+        opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        format_entries["onnx"].update({"opset": opset, "ir_version": proto.ir_version, "input": INPUT_NAME, "output": OUTPUT_NAME})
         (staging / LABELS_NAME).write_text("\n".join(src.contract.labels) + "\n", encoding="utf-8")
         manifest: dict[str, Any] = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -176,6 +180,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             "versions": library_versions(_LIBRARIES),
             "cpu": cpu_info(),
             "int8_target_cpu": opts.target_cpu if needs_calib else None,
+            "onnx_target": onnx_target.to_dict(),
         }
         # The manifest is complete enough for the runtime to open every format by now.
         write_json(staging / MANIFEST_NAME, manifest)

@@ -11,10 +11,12 @@ from edgeport.runtime.atomic import atomic_write_bytes
 from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
 from torch import nn
 
+from .onnx_target import OnnxTarget, apply_target
+
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract", "strip_debug_metadata"]
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-OPSET = 20
+OPSET = 20  # preferred; lowered to what an older --target-runtime implements
 
 
 def embed_contract(model: onnx.ModelProto, contract: PreprocessContract) -> None:
@@ -56,8 +58,9 @@ def read_contract(model: onnx.ModelProto) -> PreprocessContract | None:
     return None
 
 
-def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path) -> onnx.ModelProto:
-    """torch.onnx's dynamo exporter (deterministic: same model, same bytes), then ``onnx.checker``."""
+def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path, target: OnnxTarget | None = None) -> onnx.ModelProto:
+    """torch.onnx's dynamo exporter (deterministic: same model, same bytes) at an opset and IR version
+    the target runtime loads (``onnx_target``), then ``onnx.checker``."""
     model = model.eval().cpu()
     example = torch.zeros(1, 3, *contract.input_size)
     with warnings.catch_warnings(), torch.no_grad():
@@ -68,7 +71,7 @@ def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path) -> o
             None,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            opset_version=OPSET,
+            opset_version=min(OPSET, target.max_opset) if target else OPSET,
             dynamo=True,
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             external_data=False,
@@ -78,6 +81,8 @@ def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path) -> o
     proto = program.model_proto
     strip_debug_metadata(proto)
     embed_contract(proto, contract)
+    if target is not None:
+        apply_target(proto, target)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     atomic_write_bytes(path, lambda fh: fh.write(data))

@@ -31,6 +31,7 @@ from .calibration import CalibrationReader, calibration_tensors
 from .int8_graph import check_really_quantized, depthwise_weight_overrides
 from .int8_scheme import CALIB_METHODS, Int8Scheme, choose_scheme
 from .onnx_fp32 import INPUT_NAME, embed_contract, strip_debug_metadata
+from .onnx_target import OnnxTarget, apply_target
 from .registry import BuildContext, register_format, require_calibration
 
 __all__ = ["quantize_onnx", "quantize_onnx_nncf", "build_onnx_int8"]
@@ -58,6 +59,7 @@ def quantize_onnx(
     method: str = "minmax",
     bias_correction: bool = True,
     depthwise_8bit: bool = True,
+    target: OnnxTarget | None = None,
 ) -> dict[str, Any]:
     """Static PTQ after onnxruntime's ``quant_pre_process``, then (by default) empirical bias
     correction on the same calibration images (``bias_correction``); the contract is re-embedded.
@@ -90,27 +92,30 @@ def quantize_onnx(
         )
         model = onnx.load(quantized)
         details["bias_correction"] = correct_biases(float_model, model, calib, INPUT_NAME) if bias_correction else None
-    _write_quantized(model, out_path, contract)
+    _write_quantized(model, out_path, contract, target)
     return details
 
 
-def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: PreprocessContract) -> None:
-    """Both engines: no build-machine paths in the file, the contract re-embedded, written atomically."""
+def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: PreprocessContract, target: OnnxTarget | None) -> None:
+    """Both engines: no build-machine paths in the file, the contract re-embedded, the target runtime's IR
+    version, written atomically."""
     strip_debug_metadata(model)
     embed_contract(model, contract)
+    if target is not None:
+        apply_target(model, target)
     data = model.SerializeToString()
     atomic_write_bytes(out_path, lambda fh: fh.write(data))
 
 
 def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessContract, calib_images: Sequence[Path],
-                       scheme: Int8Scheme, accuracy=None) -> dict[str, Any]:
+                       scheme: Int8Scheme, accuracy=None, target: OnnxTarget | None = None) -> dict[str, Any]:
     """NNCF on the pre-processed ONNX model (see ``nncf_int8``); the result is a QDQ model for onnxruntime."""
     from .nncf_int8 import float_compute_nodes_onnx, nncf_quantize
 
     calib, calibration = calibration_tensors(calib_images, contract)
     with _pre_processed(fp32_path) as pre:
         model = nncf_quantize(onnx.load(pre), calib, scheme, accuracy)
-    _write_quantized(model, out_path, contract)
+    _write_quantized(model, out_path, contract, target)
     details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(), "calibration": calibration}
     if accuracy is not None:
         details["accuracy_control"] = accuracy.report(float_compute_nodes_onnx(model))
@@ -127,10 +132,10 @@ def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
             + (", then bias correction" if ctx.int8_engine == "onnxruntime" and ctx.bias_correction else "")
             + " …")
     if ctx.int8_engine == "nncf":
-        details = quantize_onnx_nncf(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.accuracy)
+        details = quantize_onnx_nncf(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.accuracy, ctx.onnx_target)
     else:
         details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method or "minmax",
-                                bias_correction=ctx.bias_correction)
+                                bias_correction=ctx.bias_correction, target=ctx.onnx_target)
         details["engine"] = "onnxruntime"
     details.update(check_really_quantized(out, ctx.fp32_onnx))
     return details

@@ -25,6 +25,7 @@ class BuildContext:
     target_cpu: str = "host"  # the CPU an INT8 model is built for (see formats.int8_scheme.choose_scheme)
     int8_engine: str = "onnxruntime"  # who quantizes onnx-int8: onnxruntime or nncf
     accuracy: Any = None  # nncf_int8.AccuracyTarget when --eval/--max-drop ask for accuracy control
+    onnx_target: Any = None  # onnx_target.OnnxTarget: the IR version/opset every ONNX file may use
     log: Callable[[str], None] = print
 
 
