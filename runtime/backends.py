@@ -122,7 +122,8 @@ class OpenVinoBackend:
             raise ModelLoadError(f"{model_path}: expected one input and one output")
         contract_json = model.get_rt_info(OPENVINO_RT_PATH).astype(str) if model.has_rt_info(OPENVINO_RT_PATH) else None
         in_shape = [d.get_length() if d.is_static else "?" for d in model.inputs[0].get_partial_shape()]
-        out_dim = model.outputs[0].get_partial_shape()[-1]
+        out_shape = model.outputs[0].get_partial_shape()
+        out_dim = out_shape[out_shape.rank.get_length() - 1]  # no negative index before OpenVINO 2024.x
         self.contract = _checked_contract(model_path, contract_json, in_shape, out_dim.get_length() if out_dim.is_static else None)
         # f32 explicitly: on CPUs with AVX-512 BF16 or AMX, OpenVINO's default precision is bf16, which ran the
         # FP32 IR of MobileNetV2 with logits up to 0.76 off PyTorch's (measured on an AVX-512 BF16 EPYC); a

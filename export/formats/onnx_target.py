@@ -41,10 +41,11 @@ class OnnxTarget:
     onnx_release: str
     max_ir_version: int
     max_opset: int
+    max_ml_opset: int  # the ai.onnx.ml domain
 
     def to_dict(self) -> dict[str, object]:
         return {"runtime": self.runtime, "onnx_release": self.onnx_release, "max_ir_version": self.max_ir_version,
-                "max_opset": self.max_opset}
+                "max_opset": self.max_opset, "max_ml_opset": self.max_ml_opset}
 
 
 def declared_onnxruntime_floor() -> str:
@@ -56,11 +57,11 @@ def declared_onnxruntime_floor() -> str:
     raise UsageError("edgeport's metadata declares no onnxruntime floor; pass --target-runtime onnxruntime==X.Y")
 
 
-def _onnx_release_versions(release: str) -> tuple[int, int]:
-    """(IR version, default opset) of an ONNX release, from onnx's own table."""
+def _onnx_release_versions(release: str) -> tuple[int, int, int]:
+    """(IR version, default opset, ai.onnx.ml opset) of an ONNX release, from onnx's own table."""
     for row in helper.VERSION_TABLE:
         if row[0] == release:
-            return row[1], row[2]
+            return row[1], row[2], row[3]
     raise UsageError(f"the installed onnx library does not know ONNX release {release}; upgrade onnx")
 
 
@@ -76,17 +77,41 @@ def resolve_target(text: str | None = None) -> OnnxTarget:
         raise UsageError(f"--target-runtime {spec}: onnxruntime older than {known[0][0]}.{known[0][1]} is not supported; "
                          "upgrade the device's onnxruntime")
     release = ONNXRUNTIME_IMPLEMENTS[max(v for v in known if v <= version)]
-    ir_version, opset = _onnx_release_versions(release)
-    return OnnxTarget(f"onnxruntime=={version[0]}.{version[1]}", release, ir_version, opset)
+    ir_version, opset, ml_opset = _onnx_release_versions(release)
+    return OnnxTarget(f"onnxruntime=={version[0]}.{version[1]}", release, ir_version, opset, ml_opset)
+
+
+def _used_domains(model: onnx.ModelProto) -> set[str]:
+    used: set[str] = set()
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            used.add(node.domain)
+            for attr in node.attribute:
+                visit(attr.g.node)
+                for graph in attr.graphs:
+                    visit(graph.node)
+
+    visit(model.graph.node)
+    for function in model.functions:
+        visit(function.node)
+    return used
 
 
 def apply_target(model: onnx.ModelProto, target: OnnxTarget) -> None:
-    """Stamp ``model`` with the target's IR version when it is newer. The opset is chosen at export
-    (``onnx_fp32.export_onnx``); a model above the target's opset is a usage error, not a silent downgrade."""
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset > target.max_opset:
-        raise UsageError(f"the model uses opset {opset} but {target.runtime} implements up to {target.max_opset}; "
-                         "choose a newer --target-runtime")
+    """Stamp ``model`` with the target's IR version when it is newer, and drop the imports of operator
+    domains no node uses (onnxruntime's ``quant_pre_process`` imports all of its own, ``ai.onnx.ml`` at
+    version 5 among them, which onnxruntime 1.17 refuses). The opset is chosen at export
+    (``onnx_fp32.export_onnx``); a model above the target's opsets is a usage error, not a silent downgrade."""
+    used = _used_domains(model)
+    keep = [o for o in model.opset_import if o.domain in ("", "ai.onnx") or o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    limits = {"": target.max_opset, "ai.onnx": target.max_opset, "ai.onnx.ml": target.max_ml_opset}
+    for entry in model.opset_import:
+        if entry.domain in limits and entry.version > limits[entry.domain]:
+            raise UsageError(f"the model uses opset {entry.version} of {entry.domain or 'ai.onnx'} but {target.runtime} "
+                             f"implements up to {limits[entry.domain]}; choose a newer --target-runtime")
     if model.ir_version > target.max_ir_version:
         model.ir_version = target.max_ir_version
         onnx.checker.check_model(model)  # anything the older IR cannot express fails here, at export

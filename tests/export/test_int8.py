@@ -218,7 +218,7 @@ def test_undecodable_calibration_images_are_an_error_for_every_quantizer(finetun
     bad = tmp_path / "not_a_photo.jpg"
     bad.write_text("no JPEG here")
     contract = Classifier(finetuned_bundle).contract
-    with pytest.raises(VerificationError, match="--calib"):
+    with pytest.raises(CalibrationError, match="--calib"):  # a data error (exit 2), not "does not reproduce PyTorch"
         calibration_tensors([bad], contract)
     tensors, details = calibration_tensors([hymenoptera_val_jpegs[0], bad], contract)
     assert tensors.shape == (1, 3, 224, 224) and details["images"] == 1

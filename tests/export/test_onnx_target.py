@@ -36,5 +36,16 @@ def test_exported_files_carry_the_targets_ir_version(imagenet_bundle):
     newer = onnx.load(imagenet_bundle / "model.onnx")
     apply_target(newer, resolve_target("onnxruntime==1.22"))
     assert newer.ir_version == 9  # never raised, only capped
-    with pytest.raises(UsageError, match="opset 20 .* up to 19"):
+    with pytest.raises(UsageError, match="opset 20 of ai.onnx .* up to 19"):
         apply_target(model, resolve_target("onnxruntime==1.16"))
+
+
+def test_unused_operator_domains_are_dropped_and_used_ones_kept():
+    """quant_pre_process imports every onnxruntime domain (ai.onnx.ml at 5: onnxruntime 1.17 refuses the file)."""
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20), onnx.helper.make_opsetid("ai.onnx.ml", 5),
+                                                         onnx.helper.make_opsetid("com.microsoft", 1)])
+    apply_target(model, resolve_target())
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 20)]
