@@ -66,7 +66,8 @@ class Classifier:
         self.model_path = resolved.path
         self.format = resolved.format
         self.manifest = resolved.manifest
-        self._backend = create_backend(resolved.backend, resolved.path, threads=threads)
+        self._backend = create_backend(resolved.backend, resolved.path, threads=threads,
+                                       verified_bytes=resolved.verified_bytes)
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess

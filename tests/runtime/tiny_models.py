@@ -1,0 +1,63 @@
+"""Tiny real ONNX models and bundles for the hostile-input probes: a colour classifier (the mean of each
+normalised channel times a weight matrix) built with the ``onnx`` helpers, run by a real onnxruntime
+session. Seconds to build, so the probes need no export of a real network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
+from edgeport.runtime.manifest import LABELS_NAME, MANIFEST_SCHEMA_VERSION, file_entries, write_json
+
+COLOURS = ("red", "green", "blue")
+
+
+def colour_model(path: Path, labels: tuple[str, ...] = COLOURS, weights: np.ndarray | None = None,
+                 dynamic_classes: bool = False, external: str | None = None, contract: dict | None = None) -> Path:
+    """An ONNX model: input (N, 3, 224, 224) → GlobalAveragePool → Flatten → MatMul W (3 × classes).
+
+    ``weights`` defaults to 10 × identity (padded): a red picture scores "red". ``dynamic_classes`` leaves
+    the output's class dimension symbolic; ``external`` stores the weights in that external-data file.
+    """
+    n = len(labels)
+    w = weights if weights is not None else np.pad(np.eye(3, dtype=np.float32) * 10, ((0, 0), (0, max(0, n - 3))))[:, :n]
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "W"], ["logits"])],
+        "colour",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C" if dynamic_classes else n])],
+        [numpy_helper.from_array(np.asarray(w, np.float32), "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    text = PreprocessContract(labels=labels).to_json() if contract is None else __import__("json").dumps(contract)
+    helper.set_model_props(model, {METADATA_KEY: text})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if external:
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=external,
+                        size_threshold=0)
+    else:
+        onnx.save_model(model, path)
+    return path
+
+
+def write_manifest(bundle: Path, formats: dict | None = None, files: dict | None = None) -> Path:
+    """A manifest as edge-export writes it: every file hashed, one FP32 ONNX format."""
+    formats = formats or {"onnx": {"file": "model.onnx", "files": ["model.onnx"], "backend": "onnxruntime",
+                                   "precision": "fp32"}}
+    write_json(bundle / "manifest.json", {"schema_version": MANIFEST_SCHEMA_VERSION, "formats": formats,
+                                          "files": files if files is not None else file_entries(bundle)})
+    return bundle
+
+
+def colour_bundle(bundle: Path, **model_kw) -> Path:
+    """A bundle directory around ``colour_model``: model.onnx, labels.txt, manifest.json."""
+    colour_model(bundle / "model.onnx", **model_kw)
+    labels = model_kw.get("labels", COLOURS)
+    (bundle / LABELS_NAME).write_text("\n".join(labels) + "\n", encoding="utf-8")
+    return write_manifest(bundle)
