@@ -202,6 +202,8 @@ def watch_frames(
             if path.suffix.lower() not in IMAGE_SUFFIXES or (sig := _signature(path)) is None:
                 continue
             if first and sig[1] < since * 1e9:
+                if sig[1] >= (since - WATCH_RECHECK_S) * 1e9:  # written just before: read it if it changes again
+                    recent[path] = (sig, now)
                 continue  # there before the watch started
             pending[path] = (sig, now)
         first = False

@@ -1,14 +1,16 @@
 """No phoning home: the telemetry of every library the runtime loads is off unless the user opts in.
 
-onnxruntime records every session in ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db``
-(process path, OS, CPU, RAM, a device id) and may send it on; only ``ORT_DISABLE_TELEMETRY=1`` set
-*before onnxruntime is imported* stops the write (``disable_telemetry_events()`` alone does not), so
-this module is imported first by ``edgeport.runtime``. OpenVINO's runtime (``openvino.Core``) sends
-nothing; its telemetry lives in the model-conversion tools (``openvino_telemetry``, used by ``ovc``), which
-the runtime never imports — ``OPENVINO_TELEMETRY`` is not read by it, so the opt-out there is the
-``opt_in_out --opt_out`` consent file, which we leave to the user.
+- onnxruntime records every session in ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/onnxruntime.db``
+  (process path, OS, CPU, RAM, a device id) and may send it on. Only ``ORT_DISABLE_TELEMETRY=1`` set
+  *before onnxruntime is imported* stops the write (``disable_telemetry_events()`` alone does not).
+- OpenVINO: ``import openvino`` imports its converter (``openvino.tools.ovc``), which starts the
+  ``openvino_telemetry`` client: with no consent file it counts as consent, and it writes a client id and
+  usage stats under ``~/intel`` on every import, and sends events when models are converted (so does
+  NNCF). Both fall back to "no telemetry" when ``openvino_telemetry`` cannot be imported, which is the only
+  switch there is from inside a process; it is the one used here.
 
-Opt in with ``EDGEPORT_ALLOW_TELEMETRY=1``: the libraries then behave as their vendors ship them.
+So this module is imported first by ``edgeport.runtime`` (and thereby by every edgeport CLI). Opt in with
+``EDGEPORT_ALLOW_TELEMETRY=1``: the libraries then behave as their vendors ship them.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ def apply_telemetry_policy() -> None:
     if telemetry_allowed():
         return
     os.environ["ORT_DISABLE_TELEMETRY"] = "1"
-    if "onnxruntime" in sys.modules:  # imported before edgeport: the environment came too late for its db write
+    # None in sys.modules makes ``import openvino_telemetry`` raise ImportError: OpenVINO's converter and NNCF
+    # then use their documented no-telemetry stubs.
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    late = [name for name in ("onnxruntime", "openvino") if name in sys.modules]
+    if late:  # imported before edgeport: the switches came too late for them
         import warnings
 
-        warnings.warn(f"onnxruntime was imported before edgeport.runtime, so its telemetry db may still be written; "
-                      f"import edgeport.runtime first or set ORT_DISABLE_TELEMETRY=1 (or {ALLOW_ENV}=1 to allow it)",
-                      stacklevel=3)
+        warnings.warn(f"{' and '.join(late)} imported before edgeport.runtime, so library telemetry may already be "
+                      f"on; import edgeport.runtime first (or set {ALLOW_ENV}=1 to allow it)", stacklevel=3)
 
 
 def disable_onnxruntime_events(ort) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
 from edgeport.runtime.manifest import LABELS_NAME, MANIFEST_SCHEMA_VERSION, file_entries, write_json
+from onnx import TensorProto, helper, numpy_helper
 
 COLOURS = ("red", "green", "blue")
 
@@ -61,3 +60,21 @@ def colour_bundle(bundle: Path, **model_kw) -> Path:
     labels = model_kw.get("labels", COLOURS)
     (bundle / LABELS_NAME).write_text("\n".join(labels) + "\n", encoding="utf-8")
     return write_manifest(bundle)
+
+
+def add_openvino_format(bundle: Path) -> Path:
+    """The bundle's model.onnx as an OpenVINO IR (openvino/model.xml + .bin, contract in rt_info), listed
+    in the manifest as edge-export lists it. Read with ``Core.read_model``: no conversion tool (and its
+    telemetry) involved."""
+    import openvino as ov
+    from edgeport.runtime.backends import OPENVINO_RT_PATH
+
+    model = ov.Core().read_model(str(bundle / "model.onnx"))
+    contract = onnx.load(bundle / "model.onnx").metadata_props
+    model.set_rt_info(next(p.value for p in contract if p.key == METADATA_KEY), OPENVINO_RT_PATH)
+    (bundle / "openvino").mkdir(exist_ok=True)
+    ov.save_model(model, bundle / "openvino" / "model.xml", compress_to_fp16=False)
+    manifest = __import__("json").loads((bundle / "manifest.json").read_text())
+    manifest["formats"]["openvino"] = {"file": "openvino/model.xml", "files": ["openvino/model.xml", "openvino/model.bin"],
+                                       "backend": "openvino", "precision": "fp32"}
+    return write_manifest(bundle, formats=manifest["formats"])
