@@ -24,13 +24,29 @@ def colour_model(path: Path, labels: tuple[str, ...] = COLOURS, weights: np.ndar
     """
     n = len(labels)
     w = weights if weights is not None else np.pad(np.eye(3, dtype=np.float32) * 10, ((0, 0), (0, max(0, n - 3))))[:, :n]
+    w = np.asarray(w, np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"])]
+    inits = [numpy_helper.from_array(w, "W")]
+    if dynamic_classes:
+        # The class count comes out of a computation on the input (a Slice whose end is a ReduceMax), so neither
+        # shape inference nor constant folding knows the output width: the session says [N, ?].
+        inits += [numpy_helper.from_array(np.array([w.shape[1]], np.float32), "K"),
+                  numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([1], np.int64), "one")]
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "nought"))
+        nodes += [helper.make_node("ReduceSum", ["flat"], ["total"], keepdims=0),  # ties K to the input: no folding
+                  helper.make_node("Mul", ["total", "nought"], ["no_change"]),
+                  helper.make_node("Add", ["K", "no_change"], ["K_runtime"]),
+                  helper.make_node("ReduceMax", ["K_runtime"], ["kmax"], keepdims=1),
+                  helper.make_node("Cast", ["kmax"], ["end"], to=TensorProto.INT64),
+                  helper.make_node("Slice", ["W", "zero", "end", "one"], ["Wd"]),
+                  helper.make_node("MatMul", ["flat", "Wd"], ["logits"])]
+    else:
+        nodes.append(helper.make_node("MatMul", ["flat", "W"], ["logits"]))
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "W"], ["logits"])],
-        "colour",
+        nodes, "colour",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C" if dynamic_classes else n])],
-        [numpy_helper.from_array(np.asarray(w, np.float32), "W")],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
