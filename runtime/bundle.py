@@ -100,11 +100,16 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
     return blobs
 
 
-def _bundle_root(real: Path) -> Path | None:
-    """The bundle a model file sits in (its folder or the one above, e.g. ``openvino/model.xml``)."""
-    for folder in (real.parent, real.parent.parent):
-        if (folder / MANIFEST_NAME).is_file():
-            return folder
+def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
+    that bundle has files in the file's folder (``openvino/model.xml``)."""
+    if (real.parent / MANIFEST_NAME).is_file():
+        return real.parent, read_manifest(real.parent)
+    above = real.parent.parent
+    if above != real.parent and (above / MANIFEST_NAME).is_file():
+        manifest = read_manifest(above)
+        if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
+            return above, manifest
     return None
 
 
@@ -119,10 +124,10 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
         raise ModelLoadError(f"{path} is a {path.suffix} file, which runs on {file_backend}, not {backend}")
     # A file that sits in a bundle (also through a symlink) is served only as one of that bundle's formats.
     real = path.resolve()
-    root = _bundle_root(real)
-    if root is None:
+    found = _bundle_root(real)
+    if found is None:
         return ResolvedModel(path, None, file_backend, None)
-    manifest = read_manifest(root)
+    root, manifest = found
     rel = real.relative_to(root).as_posix()
     for name, entry in manifest["formats"].items():
         if entry["file"] == rel:
