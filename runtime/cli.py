@@ -8,10 +8,8 @@ that cannot be opened (or a watched folder that disappears); 1 an internal error
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
-from typing import Iterable, Iterator
 
 import click
 
@@ -20,10 +18,11 @@ from .classifier import Classifier
 from .cli_support import debug_option, exit_on_error
 from .errors import EdgeportError, ExitCode
 from .formats import format_names
-from .frames import Frame, camera_frames, file_frames, paced, video_frames, watch_frames
+from .frames import camera_frames, file_frames, paced, video_frames, watch_frames
 from .inputs import expand_inputs
 from .preprocess import DEFAULT_MAX_PIXELS
 from .records import OUTPUT_FORMATS, Summary, csv_header, format_record, to_record
+from .shutdown import SigtermStop, Terminated
 
 
 def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
@@ -40,45 +39,6 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
     if watch:
         return paced(watch_frames(watch, idle_timeout=watch_timeout, max_files=max_files, since=started), max_fps)
     return paced(file_frames(expand_inputs(inputs)), max_fps)
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived while waiting for the next frame (a BaseException, like KeyboardInterrupt)."""
-
-
-class _SigtermStop:
-    """SIGTERM (what systemd and Docker send) stops the stream like Ctrl-C, but the frame being classified
-    is finished and printed first: while a frame is in work the signal only sets ``requested``; while
-    waiting for the source it raises ``Terminated`` at once (a watch or camera may wait for long)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.waiting = False
-
-    def __enter__(self) -> "_SigtermStop":
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-        if self.waiting:
-            raise Terminated()
-
-    def frames(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """``frames``, marking the waits for the next one (where SIGTERM may stop at once)."""
-        iterator = iter(frames)
-        while not self.requested:
-            self.waiting = True
-            try:
-                frame = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.waiting = False
-            yield frame
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,7 +87,7 @@ def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | N
         summary, stopped, failure = Summary(started=time.perf_counter()), None, None
         if fmt == "csv":
             click.echo(csv_header())
-        with _SigtermStop() as sigterm:
+        with SigtermStop() as sigterm:
             try:
                 for result in clf.stream(sigterm.frames(frames), top_k=top_k, threshold=threshold, batch=batch):
                     summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
