@@ -1,5 +1,10 @@
 """edgeport's torch-free runtime: numpy + Pillow preprocessing and onnxruntime inference."""
 
+from .privacy import apply_telemetry_policy
+
+apply_telemetry_policy()  # first, before anything imports onnxruntime (see privacy.py)
+
+
 from .classifier import Classifier, Prediction
 from .contract import METADATA_KEY, PreprocessContract
 from .errors import (

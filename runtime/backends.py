@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from .contract import METADATA_KEY, PreprocessContract
 from .errors import ContractError, MissingDependencyError, ModelLoadError
+from .privacy import disable_onnxruntime_events
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "create_backend", "backend_names"]
 
@@ -37,10 +38,33 @@ def backend_names() -> list[str]:
     return sorted(BACKENDS)
 
 
-def create_backend(name: str, model_path: Path, threads: int | None = None) -> Backend:
+def create_backend(name: str, model_path: Path, threads: int | None = None,
+                   verified_bytes: Mapping[str, bytes] | None = None) -> Backend:
+    """Load ``model_path`` on backend ``name``, and check the real output width with one run.
+
+    ``verified_bytes`` (``bundle.ResolvedModel.verified_bytes``): load these bytes, the ones whose sha256
+    was checked, instead of opening ``model_path`` again (which only names the model in messages).
+    """
     if name not in BACKENDS:
         raise ModelLoadError(f"unknown backend {name!r}; choose one of {backend_names()}")
-    return BACKENDS[name](model_path, threads=threads)
+    backend = BACKENDS[name](model_path, threads=threads, verified_bytes=verified_bytes)
+    _check_output_width(backend, model_path)
+    return backend
+
+
+def _check_output_width(backend: Backend, model_path: Path) -> None:
+    """One zero image through the model: a dynamic class dimension hides the width from the graph, and a
+    mismatch with the labels would otherwise crash mid-stream (too few labels) or be silently wrong (too many)."""
+    contract = backend.contract
+    try:
+        out = np.asarray(backend.run(np.zeros((1, 3, *contract.input_size), np.float32)))
+    except Exception as exc:  # the backends raise their own untyped errors
+        raise ModelLoadError(f"{model_path}: a test run on a blank image failed ({exc}); re-run edge-export") from exc
+    if out.shape != (1, contract.num_classes):
+        raise ContractError(
+            f"{model_path}: the model outputs shape {list(out.shape)} per image, but the contract lists "
+            f"{contract.num_classes} labels (expected [1, {contract.num_classes}]); re-export the model"
+        )
 
 
 def _checked_contract(model_path: Path, contract_json: str | None, input_shape: list, n_out: object) -> PreprocessContract:
@@ -70,17 +94,23 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, threads: int | None = None):
+    def __init__(self, model_path: Path, threads: int | None = None, verified_bytes: Mapping[str, bytes] | None = None):
         import onnxruntime as ort  # imported here so `import edgeport.runtime` stays light
 
+        disable_onnxruntime_events(ort)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        model: str | bytes = os.fspath(model_path)
+        if verified_bytes is not None:
+            model = verified_bytes[model_path.name]
+            external = [(name, data) for name, data in verified_bytes.items() if name != model_path.name]
+            if external:  # the external-data files, from the verified bytes too (never opened by name)
+                options.add_external_initializers_from_files_in_memory(
+                    [n for n, _ in external], [d for _, d in external], [len(d) for _, d in external])
         try:
-            self.session = ort.InferenceSession(
-                os.fspath(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc}); re-run edge-export") from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -108,14 +138,18 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, model_path: Path, threads: int | None = None):
+    def __init__(self, model_path: Path, threads: int | None = None, verified_bytes: Mapping[str, bytes] | None = None):
         try:
             import openvino as ov
         except ImportError as exc:
             raise MissingDependencyError("the openvino backend needs OpenVINO: pip install 'edgeport[openvino]'") from exc
         core = ov.Core()
         try:
-            model = core.read_model(os.fspath(model_path))
+            if verified_bytes is not None:  # the IR's .xml and .bin exactly as verified
+                weights = verified_bytes.get(model_path.with_suffix(".bin").name, b"")
+                model = core.read_model(model=verified_bytes[model_path.name], weights=weights)
+            else:
+                model = core.read_model(os.fspath(model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without types
             raise ModelLoadError(f"{model_path}: OpenVINO cannot read it ({exc}); re-run edge-export") from exc
         if len(model.inputs) != 1 or len(model.outputs) != 1:

@@ -1,14 +1,24 @@
-"""Find the model file inside a bundle and check it against ``manifest.json`` before serving."""
+"""Find the model file inside a bundle and check it against ``manifest.json`` before serving.
+
+What is served is what was verified: each file of the chosen format is read once, its sha256 is checked
+on those bytes, and the backend is handed the same bytes (``ResolvedModel.verified_bytes``) rather than
+re-opening the file by name, so a file swapped after the check is never loaded. An ONNX model's
+external-data files must be listed and hashed too.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+import posixpath
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import IntegrityError, ModelLoadError
-from .manifest import MANIFEST_NAME, read_manifest, sha256_file
+from .manifest import MANIFEST_NAME, check_member_name, member_path, read_manifest
+from .onnx_external import external_data_files
 
 __all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
 
@@ -18,32 +28,89 @@ FILE_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """The model file to load, its backend, and the manifest that vouches for it (None for a bare file)."""
+    """The model file to load, its backend, and the manifest that vouches for it (None for a bare file).
+
+    ``verified_bytes``: for a verified bundle format, every file the backend needs, keyed by its path
+    relative to the model file's folder (the model itself under its own name), holding the exact bytes
+    whose sha256 matched the manifest. None for a bare file or with ``verify=False``.
+    """
 
     path: Path
     format: str | None
     backend: str
     manifest: dict[str, Any] | None
+    verified_bytes: Mapping[str, bytes] | None = field(default=None, repr=False, compare=False)
 
 
-def _verify(bundle_dir: Path, manifest: dict[str, Any], name: str) -> None:
+def _read_member(bundle_dir: Path, name: str, expected_size: int | None) -> bytes:
+    """The bytes of bundle member ``name``: inside the bundle, a regular file, read through one open file."""
+    real = member_path(bundle_dir, name)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted in a bundle must not block the open
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"bundle {bundle_dir} lists {name} but the file is missing; re-run edge-export") from exc
+    except OSError as exc:
+        raise ModelLoadError(f"bundle {bundle_dir}: cannot open {name} ({exc.strerror})") from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelLoadError(f"bundle {bundle_dir}: {name} is not a regular file; re-run edge-export")
+        if expected_size is not None and info.st_size != expected_size:
+            raise IntegrityError(f"{bundle_dir / name} has {info.st_size} bytes, not the {expected_size} recorded in "
+                                 f"{MANIFEST_NAME}: the file was modified or corrupted after export; restore it from "
+                                 "your release or re-run edge-export")
+        return fh.read()
+
+
+def _verify(bundle_dir: Path, manifest: dict[str, Any], name: str) -> bytes:
+    """The bytes of ``name``, after their sha256 matched the manifest (checked on those very bytes)."""
     entry = manifest["files"].get(name)
     if not isinstance(entry, dict) or "sha256" not in entry:
         raise IntegrityError(f"{bundle_dir / MANIFEST_NAME} has no sha256 for {name}; re-run edge-export")
-    if not (bundle_dir / name).is_file():
-        raise ModelLoadError(f"bundle {bundle_dir} lists {name} but the file is missing; re-run edge-export")
-    actual = sha256_file(bundle_dir / name)
-    if actual != entry["sha256"]:
+    data = _read_member(bundle_dir, name, entry.get("bytes"))
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        # The found hash is not printed: the message must not become an oracle for file contents.
         raise IntegrityError(
-            f"{bundle_dir / name} does not match its sha256 in {MANIFEST_NAME} "
-            f"(expected {entry['sha256'][:12]}…, found {actual[:12]}…): the file was modified or "
-            "corrupted after export; restore it from your release or re-run edge-export"
+            f"{bundle_dir / name} does not match its sha256 in {MANIFEST_NAME} (expected {entry['sha256'][:12]}…): "
+            "the file was modified or corrupted after export; restore it from your release or re-run edge-export"
         )
+    return data
 
 
 def _format_files(entry: dict[str, Any]) -> list[str]:
     """Every file a format needs (an OpenVINO IR is an .xml and a .bin)."""
     return list(entry.get("files") or [entry["file"]])
+
+
+def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str, Any], backend: str) -> dict[str, bytes]:
+    """Every file of a format (and an ONNX model's external data), verified, keyed relative to the model's folder."""
+    model_dir = posixpath.dirname(entry["file"])
+    blobs = {posixpath.relpath(name, model_dir or "."): _verify(bundle_dir, manifest, name) for name in _format_files(entry)}
+    if backend == "onnxruntime":
+        model_key = posixpath.basename(entry["file"])
+        for location in sorted(external_data_files(blobs[model_key], source=str(bundle_dir / entry["file"]))):
+            member = posixpath.normpath(posixpath.join(model_dir, location)) if model_dir else location
+            check_member_name(member, f"external data {location!r} of {entry['file']}", bundle_dir / MANIFEST_NAME)
+            if member not in manifest["files"]:
+                raise IntegrityError(
+                    f"{bundle_dir / entry['file']} references the external-data file {location!r}, which "
+                    f"{MANIFEST_NAME} does not list with a sha256; the bundle was tampered with — re-run edge-export"
+                )
+            blobs[location] = _verify(bundle_dir, manifest, member)
+    return blobs
+
+
+def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
+    that bundle has files in the file's folder (``openvino/model.xml``)."""
+    if (real.parent / MANIFEST_NAME).is_file():
+        return real.parent, read_manifest(real.parent)
+    above = real.parent.parent
+    if above != real.parent and (above / MANIFEST_NAME).is_file():
+        manifest = read_manifest(above)
+        if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
+            return above, manifest
+    return None
 
 
 def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
@@ -55,17 +122,21 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
     file_backend = FILE_BACKENDS[path.suffix]
     if backend not in ("auto", file_backend):
         raise ModelLoadError(f"{path} is a {path.suffix} file, which runs on {file_backend}, not {backend}")
-    manifest = None
-    # A file that sits in a bundle is still checked against that bundle's manifest.
-    if (path.parent / MANIFEST_NAME).is_file() or (path.parent.parent / MANIFEST_NAME).is_file():
-        root = path.parent if (path.parent / MANIFEST_NAME).is_file() else path.parent.parent
-        manifest = read_manifest(root)
-        rel = path.relative_to(root).as_posix()
-        for entry in manifest["formats"].values():
-            if isinstance(entry, dict) and entry.get("file") == rel and verify:
-                for name in _format_files(entry):
-                    _verify(root, manifest, name)
-    return ResolvedModel(path, None, file_backend, manifest)
+    # A file that sits in a bundle (also through a symlink) is served only as one of that bundle's formats.
+    real = path.resolve()
+    found = _bundle_root(real)
+    if found is None:
+        return ResolvedModel(path, None, file_backend, None)
+    root, manifest = found
+    rel = real.relative_to(root).as_posix()
+    for name, entry in manifest["formats"].items():
+        if entry["file"] == rel:
+            blobs = _verified_format(root, manifest, entry, file_backend) if verify else None
+            return ResolvedModel(root / rel, name, file_backend, manifest, blobs)
+    raise ModelLoadError(
+        f"{path} sits in the bundle {root} but is not the file of any of its formats ({sorted(manifest['formats'])}); "
+        "pass the bundle directory (with --model-format), or copy the model out of the bundle to run it unverified"
+    )
 
 
 def resolve_model(
@@ -94,7 +165,7 @@ def resolve_model(
     entry_backend = entry.get("backend", "onnxruntime")
     if backend not in ("auto", entry_backend):
         raise ModelLoadError(f"format {format!r} runs on {entry_backend}, not {backend}")
-    if verify:
-        for name in _format_files(entry):
-            _verify(path, manifest, name)
-    return ResolvedModel(path / entry["file"], format, entry_backend, manifest)
+    blobs = _verified_format(path, manifest, entry, entry_backend) if verify else None
+    # The path is only a name from here on; with verification the backend loads ``blobs``.
+    return ResolvedModel(member_path(path, entry["file"]) if not verify else path / entry["file"], format, entry_backend,
+                         manifest, blobs)

@@ -15,7 +15,15 @@ from .bundle import resolve_model
 from .contract import PreprocessContract
 from .errors import ImageDecodeError
 from .frames import Frame
-from .preprocess import ImageInput, describe_source, preprocess, preprocess_fast
+from .preprocess import (
+    DEFAULT_MAX_ASPECT,
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    ImageLimits,
+    describe_source,
+    preprocess,
+    preprocess_fast,
+)
 from .records import UNKNOWN, StreamResult
 
 __all__ = ["Classifier", "Prediction", "softmax"]
@@ -51,6 +59,8 @@ class Classifier:
     ``backend`` (``auto``, ``onnxruntime``, ``openvino``) picks the first format that runs on it.
     ``exact_preprocess=True`` uses the contract's reference resize instead of the fast JPEG path
     (DCT-domain downscaled decoding; same top-1 on ≥ 99.5% of photos, see benchmarks/README.md).
+    ``max_pixels`` / ``max_aspect``: the work one image may cost (docs/device-limits.md); a picture past
+    them gets an error result (a JPEG over the budget is draft-decoded within it instead).
     """
 
     def __init__(
@@ -61,12 +71,16 @@ class Classifier:
         format: str | None = None,
         batch_size: int = 8,
         exact_preprocess: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_aspect: float = DEFAULT_MAX_ASPECT,
     ):
+        self.limits = ImageLimits(max_pixels, max_aspect)  # checked before the model loads
         resolved = resolve_model(path, format=format, backend=backend)
         self.model_path = resolved.path
         self.format = resolved.format
         self.manifest = resolved.manifest
-        self._backend = create_backend(resolved.backend, resolved.path, threads=threads)
+        self._backend = create_backend(resolved.backend, resolved.path, threads=threads,
+                                       verified_bytes=resolved.verified_bytes)
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
@@ -80,7 +94,7 @@ class Classifier:
         return self._backend.name
 
     def preprocess(self, image: ImageInput, color: str | None = None) -> np.ndarray:
-        return (preprocess if self.exact_preprocess else preprocess_fast)(image, self.contract, color)
+        return (preprocess if self.exact_preprocess else preprocess_fast)(image, self.contract, color, self.limits)
 
     def logits_from_tensor(self, batch: np.ndarray) -> np.ndarray:
         """Run already-preprocessed ``(N, 3, H, W)`` float32 input, in chunks of ``batch_size``."""
@@ -144,10 +158,15 @@ class Classifier:
             if error is not None:
                 results[i] = StreamResult(frame.source, frame.index, frame.timestamp, error=error)
         if tensors:
-            preds = self.top_k(softmax(self.logits_from_tensor(np.stack(tensors))), top_k)
+            probabilities = softmax(self.logits_from_tensor(np.stack(tensors)))
+            preds = self.top_k(probabilities, top_k)
             per_frame_ms = (time.perf_counter() - t0) * 1000 / len(tensors)
-            for i, pred in zip(kept, preds):
-                label = UNKNOWN if threshold is not None and pred.score < threshold else pred.label
+            for i, pred, row in zip(kept, preds, probabilities):
                 frame = chunk[i]
+                if not np.isfinite(row).all():  # NaN compares false with every threshold: never an "ok" result
+                    results[i] = StreamResult(frame.source, frame.index, frame.timestamp,
+                                              error="the model produced non-finite scores (NaN/inf) for this image")
+                    continue
+                label = UNKNOWN if threshold is not None and pred.score < threshold else pred.label
                 results[i] = StreamResult(frame.source, frame.index, frame.timestamp, pred.top, label, per_frame_ms)
         return results  # type: ignore[return-value]

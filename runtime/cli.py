@@ -1,8 +1,9 @@
 """``edge-predict``: classify files, folders, a video, a camera or a watched folder, torch-free.
 
-Exit codes (``errors.ExitCode``, docs/exit-codes.md): 0 every input classified; 6 some inputs failed
+Exit codes (``errors.ExitCode``, docs/device-limits.md): 0 every input classified; 6 some inputs failed
 (each has an error record, the rest were still classified); 2 bad usage, including a model or a source
-that cannot be opened; 1 an internal error; 130 stopped by Ctrl-C (after printing the summary).
+that cannot be opened (or a watched folder that disappears); 1 an internal error; 130 stopped by Ctrl-C,
+143 stopped by SIGTERM (both after printing the summary).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import click
 from .backends import backend_names
 from .classifier import Classifier
 from .cli_support import debug_option, exit_on_error
-from .errors import ExitCode
+from .errors import EdgeportError, ExitCode
 from .formats import format_names
 from .frames import camera_frames, file_frames, paced, video_frames, watch_frames
 from .inputs import expand_inputs
+from .preprocess import DEFAULT_MAX_PIXELS
 from .records import OUTPUT_FORMATS, Summary, csv_header, format_record, to_record
+from .shutdown import SigtermStop, Terminated
 
 
 def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
@@ -63,32 +66,47 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference call.")
 @click.option("--exact-preprocess", is_flag=True,
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Pixel budget per image: larger pictures get an error record (a JPEG is draft-decoded within it).")
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool,
-         debug: bool) -> None:
+         max_pixels: int, debug: bool) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
     a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
     OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
     stdout, a summary (count, failures, latency mean/p50/p90, FPS) on stderr."""
     started = time.time()  # --watch: files written while the model loads count as new
+    if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal gets escapes, not a UnicodeEncodeError mid-run
+        sys.stdout.reconfigure(errors="backslashreplace")
     with exit_on_error(debug):  # a model, video, camera or folder that cannot be opened: its error type's code
         frames = _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started)
         clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
-                         exact_preprocess=exact_preprocess)
-        summary, interrupted = Summary(started=time.perf_counter()), False
+                         exact_preprocess=exact_preprocess, max_pixels=max_pixels)
+        summary, stopped, failure = Summary(started=time.perf_counter()), None, None
         if fmt == "csv":
             click.echo(csv_header())
-        try:
-            for result in clf.stream(frames, top_k=top_k, threshold=threshold, batch=batch):
-                summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
-                click.echo(format_record(to_record(result), fmt))
-        except KeyboardInterrupt:
-            interrupted = True
+        with SigtermStop() as sigterm:
+            try:
+                for result in clf.stream(sigterm.frames(frames), top_k=top_k, threshold=threshold, batch=batch):
+                    summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
+                    click.echo(format_record(to_record(result), fmt))
+            except KeyboardInterrupt:
+                stopped = "interrupted"
+            except Terminated:
+                pass
+            except EdgeportError as exc:  # the source failed mid-stream (a watched folder removed): summary first
+                failure = exc
+            if sigterm.requested:
+                stopped = "terminated"
     name = clf.format or clf.model_path.name
-    click.echo(f"{summary.text(time.perf_counter(), interrupted)} ({name} on {clf.backend})", err=True)
-    sys.exit(ExitCode.INTERRUPTED if interrupted else ExitCode.SOME_INPUTS_FAILED if summary.failed else ExitCode.OK)
+    click.echo(f"{summary.text(time.perf_counter(), stopped=stopped)} ({name} on {clf.backend})", err=True)
+    if failure is not None:
+        with exit_on_error(debug):
+            raise failure
+    codes = {"interrupted": ExitCode.INTERRUPTED, "terminated": ExitCode.TERMINATED}
+    sys.exit(codes[stopped] if stopped else ExitCode.SOME_INPUTS_FAILED if summary.failed else ExitCode.OK)
 
 
 if __name__ == "__main__":

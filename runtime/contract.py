@@ -8,6 +8,7 @@ cause of the train/deploy mismatches filed against every peer tool).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
@@ -23,6 +24,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+#: Largest input or resize side a contract may ask for: 4× a 1024-pixel input, far past any classifier's.
+MAX_SIDE = 4096
+#: std below this divides noise into the 1e4 range; a 0..255 model input is std 1/255 ≈ 0.0039, still allowed.
+MIN_STD = 1e-3
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -62,20 +75,24 @@ class PreprocessContract:
         if len(self.labels) < 2 or not all(isinstance(x, str) and x for x in self.labels):
             raise ContractError("contract needs at least 2 non-empty string labels")
         # Labels need not be unique: ImageNet itself has two "crane" and two "maillot" classes.
-        if len(self.input_size) != 2 or not all(isinstance(x, int) and x > 0 for x in self.input_size):
-            raise ContractError(f"input_size must be two positive ints (height, width), got {self.input_size}")
-        if not isinstance(self.resize_size, int) or self.resize_size < min(self.input_size):
+        if len(self.input_size) != 2 or not all(_is_int(x) and 0 < x <= MAX_SIDE for x in self.input_size):
+            raise ContractError(f"input_size must be two ints in 1..{MAX_SIDE} (height, width), got {self.input_size}")
+        if not _is_int(self.resize_size) or not min(self.input_size) <= self.resize_size <= MAX_SIDE:
             raise ContractError(
-                f"resize_size {self.resize_size} must be an int ≥ the crop {self.input_size}"
+                f"resize_size {self.resize_size!r:.40} must be an int from the crop {self.input_size} up to {MAX_SIDE}"
             )
         if self.interpolation not in _INTERPOLATIONS:
             raise ContractError(f"interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(x, (int, float)) for x in value):
-                raise ContractError(f"{name} must be 3 numbers (R, G, B), got {value}")
-        if any(s <= 0 for s in self.std):
-            raise ContractError(f"std must be positive, got {self.std}")
+            if len(value) != 3 or not all(_is_number(x) for x in value):
+                raise ContractError(f"{name} must be 3 finite numbers (R, G, B), got {value}")
+        if not all(0.0 <= m <= 1.0 for m in self.mean):
+            raise ContractError(f"mean must be in 0..1 (pixels are scaled to 0..1 first), got {self.mean}")
+        if not all(MIN_STD <= s <= 1e3 for s in self.std):
+            raise ContractError(f"std must be positive, in {MIN_STD:g}..1000, got {self.std}")
+        if not isinstance(self.center_crop, bool):
+            raise ContractError(f"center_crop must be true or false, got {self.center_crop!r}")
         # Only what the runtime implements is accepted; anything else would be silently wrong.
         for name, allowed in (("channel_order", "RGB"), ("layout", "NCHW"), ("dtype", "float32")):
             if getattr(self, name) != allowed:

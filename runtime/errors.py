@@ -17,6 +17,7 @@ __all__ = [
     "FrameSourceError",
     "ModelLoadError",
     "IntegrityError",
+    "ManifestError",
     "DataError",
     "WeightsNotFoundError",
     "VerificationError",
@@ -67,6 +68,10 @@ class IntegrityError(ModelLoadError):
     """A bundle file no longer matches the sha256 recorded in its manifest."""
 
 
+class ManifestError(ModelLoadError):
+    """A bundle's manifest.json is malformed, oversized, or points outside its bundle; the message names the field."""
+
+
 class DataError(EdgeportError):
     """A training/evaluation image folder is unusable (no classes, empty class folder, ...)."""
 
@@ -110,6 +115,7 @@ class ExitCode:
     SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
+    TERMINATED = 143  # SIGTERM (systemd, Docker): the current frame finished, the summary printed (128 + 15)
 
 
 #: Error type → (kind, exit code). The most specific type that matches wins (looked up along the MRO).

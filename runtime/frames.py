@@ -7,6 +7,8 @@ video and camera sources; its frames are BGR and are labelled so (``color="bgr"`
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,22 +52,28 @@ def _capture_frames(capture: Any, source: str, every: int, clock: str) -> Iterat
     """Read ``capture`` to its end, keeping every ``every``-th frame; skipped frames are only
     grabbed, not decoded. ``clock``: ``"video"`` (position in the file) or ``"wall"`` (since start)."""
     start, index = time.monotonic(), 0
+    # A video file's container says how many frames it holds; reading fewer means a truncated or corrupt file
+    # (OpenCV just stops, so without this a half-copied video ends "successfully"). Cameras report none.
+    expected = int(capture.get(_cv2().CAP_PROP_FRAME_COUNT) or 0) if clock == "video" else 0
     try:
         while True:
             if index % every:
                 if not capture.grab():
-                    return
+                    break
                 index += 1
                 continue
             ok, frame = capture.read()
             if not ok:
-                return
+                break
             if clock == "video":
                 stamp = capture.get(_cv2().CAP_PROP_POS_MSEC) / 1000.0
             else:
                 stamp = time.monotonic() - start
             yield Frame(source, frame, color="bgr", index=index, timestamp=round(stamp, 3))
             index += 1
+        if 0 < index < expected:
+            yield Frame(source, index=index, error=f"the video ended after {index} of the {expected} frames its container "
+                                                   "lists: the file is truncated or corrupt; copy or re-encode it again")
     finally:
         capture.release()
 
@@ -92,37 +100,131 @@ def camera_frames(index: int, every: int = 1) -> Iterator[Frame]:
     return _capture_frames(capture, f"camera:{index}", every, clock="wall")
 
 
+#: A watched file is read once its size and mtime stayed the same for this long (a writer pausing longer
+#: than this mid-file is caught by ``WATCH_RECHECK_S``).
+WATCH_SETTLE_S = 1.0
+#: A file already classified is still checked this long; if it changes again (a slow writer resumed), it is
+#: classified again once it settles. Older files cost nothing per poll.
+WATCH_RECHECK_S = 30.0
+#: A folder modified this recently is listed again even if its mtime looks unchanged: file-system timestamps
+#: are coarse (a kernel tick), so a file created in the same tick as the last listing would otherwise be missed.
+_FRESH_DIR_S = 2.0
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a regular file; None when it vanished or is not a regular file."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns) if stat.S_ISREG(info.st_mode) else None
+
+
+class _FolderScanner:
+    """New files under a folder, found incrementally: a folder is listed again only when its own mtime
+    changed (or is recent), so an idle watch over thousands of old files costs one stat per folder per poll."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.dirs: dict[Path, int] = {}
+        self.known: set[Path] = set()
+
+    def poll(self) -> list[Path]:
+        """Files that appeared since the last poll (the first poll returns every file)."""
+        try:
+            if not stat.S_ISDIR(self.root.stat().st_mode):
+                raise FileNotFoundError(self.root)
+        except OSError as exc:
+            raise FrameSourceError(f"{self.root}: the watched folder disappeared or is no longer a folder; "
+                                   "recreate it and start edge-predict again") from exc
+        new: list[Path] = []
+        todo = [self.root] if not self.dirs else list(self.dirs)
+        while todo:
+            folder = todo.pop()
+            try:
+                mtime = folder.stat().st_mtime_ns
+            except OSError:  # a sub-folder was removed: forget it and what was under it
+                self.dirs = {d: m for d, m in self.dirs.items() if d != folder and folder not in d.parents}
+                self.known = {f for f in self.known if folder not in f.parents}
+                continue
+            if self.dirs.get(folder) == mtime and time.time() - mtime / 1e9 > _FRESH_DIR_S:
+                continue
+            self.dirs[folder] = mtime
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if path not in self.dirs:
+                            todo.append(path)
+                        continue
+                except OSError:
+                    continue
+                if path not in self.known:
+                    self.known.add(path)
+                    new.append(path)
+        return new
+
+
 def watch_frames(
     folder: str | Path,
     idle_timeout: float | None = None,
     max_files: int | None = None,
     poll_s: float = 0.1,
     since: float | None = None,
+    settle_s: float = WATCH_SETTLE_S,
 ) -> Iterator[Frame]:
     """Image files that appear in ``folder`` (recursively) once the watch started, in name order.
 
-    "Appeared" means modified at or after ``since`` (a ``time.time()``; default: now), so a file
-    written while the model was still loading is not missed. A file is yielded once its size stayed
-    the same over one poll, so a half-written file is not read. Stops after ``max_files`` files or
-    ``idle_timeout`` seconds without a new one (or Ctrl-C).
+    "Appeared" means modified at or after ``since`` (a ``time.time()``; default: now), or created later,
+    so a file written while the model was still loading is not missed. A file is yielded once its size and
+    mtime stayed the same for ``settle_s`` seconds, so a half-written file is not read; if it changes again
+    within ``WATCH_RECHECK_S`` it is yielded again once it settles. Files that vanish are dropped. Stops
+    after ``max_files`` files or ``idle_timeout`` seconds without a new one (or Ctrl-C); a watched folder
+    that disappears raises ``FrameSourceError``.
     """
     root = Path(folder)
     if not root.is_dir():
         raise FrameSourceError(f"{folder}: not a folder; --watch needs an existing directory")
     since = time.time() if since is None else since
-    seen = {p for p in root.rglob("*") if p.is_file() and p.stat().st_mtime < since}
-    pending: dict[Path, int] = {}
-    count, last_new = 0, time.monotonic()
+    scanner = _FolderScanner(root)
+    pending: dict[Path, tuple[tuple[int, int], float]] = {}  # path → (signature, when it last changed)
+    recent: dict[Path, tuple[tuple[int, int], float]] = {}  # path → (signature yielded, when)
+    first, count, last_new = True, 0, time.monotonic()
     while max_files is None or count < max_files:
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and p not in seen):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+        now = time.monotonic()
+        for path in scanner.poll():
+            if path.suffix.lower() not in IMAGE_SUFFIXES or (sig := _signature(path)) is None:
                 continue
-            size = path.stat().st_size
-            if pending.get(path) != size:  # new, or still growing: look again next poll
-                pending[path] = size
-                continue
-            seen.add(path)
-            del pending[path]
+            if first and sig[1] < since * 1e9:
+                if sig[1] >= (since - WATCH_RECHECK_S) * 1e9:  # written just before: read it if it changes again
+                    recent[path] = (sig, now)
+                continue  # there before the watch started
+            pending[path] = (sig, now)
+        first = False
+        for path, (sig, when) in list(recent.items()):
+            current = _signature(path)
+            if current is None or now - when > WATCH_RECHECK_S:
+                del recent[path]
+            elif current != sig:  # written again after it was read: read it again once it settles
+                del recent[path]
+                pending[path] = (current, now)
+        ready = []
+        for path, (sig, changed) in list(pending.items()):
+            current = _signature(path)
+            if current is None:  # vanished (or replaced by something that is not a file): forget it
+                del pending[path]
+            elif current != sig:
+                pending[path] = (current, now)
+            elif now - changed >= settle_s:
+                ready.append(path)
+        for path in sorted(ready):
+            recent[path] = (pending.pop(path)[0], time.monotonic())
             count, last_new = count + 1, time.monotonic()
             yield Frame(str(path), str(path))
             if max_files is not None and count >= max_files:

@@ -46,8 +46,10 @@ def expand_inputs(args: Iterable[str], stdin: TextIO | None = None) -> list[Inpu
             if not files:
                 items.append(InputItem(arg, f"no images found in folder (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"))
             items.extend(InputItem(str(f)) for f in files)
-        elif path.exists():
+        elif path.is_file():
             items.append(InputItem(arg))
+        elif path.exists():  # a FIFO would block the whole run, a device would never end
+            items.append(InputItem(arg, "not a regular file (a FIFO, device or socket); only regular files are read"))
         else:
             items.append(InputItem(arg, "no such file or folder; check the path"))
     return items

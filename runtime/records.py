@@ -1,15 +1,24 @@
-"""What a stream produces: one result per frame, its record in jsonl/csv/table, and a summary."""
+"""What a stream produces: one result per frame, its record in jsonl/csv/table, and a summary.
+
+Every text field (file names, labels, error messages) is untrusted: a file name may hold undecodable
+bytes or a newline, a label may hold terminal escape codes. Records keep one line each in every
+format and stay valid UTF-8: undecodable bytes become ``\\xNN``; in csv and table output control
+characters (and bidi overrides) are escaped too; JSONL is ASCII with JSON's own escapes.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import random
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StreamResult", "UNKNOWN", "to_record", "format_record", "csv_header", "Summary", "OUTPUT_FORMATS"]
+__all__ = ["StreamResult", "UNKNOWN", "to_record", "format_record", "csv_header", "Summary", "OUTPUT_FORMATS",
+           "LATENCY_SAMPLES", "clean_text", "escape_controls"]
 
 #: The label reported when the best score is below ``--threshold``.
 UNKNOWN = "unknown"
@@ -38,18 +47,39 @@ class StreamResult:
         return self.error is None
 
 
+#: C0/C1 controls (newline, ESC …), line/paragraph separators and bidi overrides/isolates.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(text: str) -> str:
+    """Valid UTF-8 text: a file name's undecodable bytes (``os.fsdecode``'s lone surrogates) become ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def escape_controls(text: str) -> str:
+    """One line, no terminal escapes: control characters as ``\\n``, ``\\x1b``, ``\\u202e`` …"""
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def to_record(result: StreamResult) -> dict:
-    """The JSON-able record of one result (the jsonl line)."""
-    record: dict = {"source": result.source}
+    """The JSON-able record of one result (the jsonl line), every text field valid UTF-8."""
+    record: dict = {"source": clean_text(result.source)}
     if result.index is not None:
         record["frame"], record["timestamp"] = result.index, result.timestamp
     record["ok"] = result.ok
     if result.ok:
-        record["label"] = result.label
-        record["top_k"] = [{"label": label, "score": round(score, 6)} for label, score in result.top]
+        record["label"] = clean_text(result.label) if result.label is not None else None
+        record["top_k"] = [{"label": clean_text(label), "score": round(score, 6)} for label, score in result.top]
         record["latency_ms"] = round(result.latency_ms or 0.0, 3)
     else:
-        record["error"] = result.error
+        record["error"] = clean_text(str(result.error))
     return record
 
 
@@ -57,17 +87,26 @@ def csv_header() -> str:
     return ",".join(_CSV_COLUMNS)
 
 
+def _escaped(record: dict) -> dict:
+    """The record with every text field escaped to one safe line (csv and table)."""
+    out = {k: escape_controls(v) if isinstance(v, str) else v for k, v in record.items()}
+    if "top_k" in record:
+        out["top_k"] = [{**e, "label": escape_controls(e["label"])} for e in record["top_k"]]
+    return out
+
+
 def _csv_line(record: dict) -> str:
-    row = dict(record)
+    row = _escaped(record)
     if record["ok"]:
         row["score"] = record["top_k"][0]["score"]
-        row["top_k"] = ";".join(f"{e['label']}:{e['score']}" for e in record["top_k"])
-    buffer = io.StringIO()
+        row["top_k"] = ";".join(f"{e['label']}:{e['score']}" for e in row["top_k"])
+    buffer = io.StringIO()  # no newline can be left in a field, so the empty line terminator is safe
     csv.DictWriter(buffer, _CSV_COLUMNS, extrasaction="ignore", lineterminator="").writerow(row)
     return buffer.getvalue()
 
 
 def _table_lines(record: dict) -> str:
+    record = _escaped(record)
     where = record["source"] + (f" #{record['frame']} @{record['timestamp']:.3f}s" if "frame" in record else "")
     if not record["ok"]:
         return f"{where}  ERROR: {record['error']}"
@@ -79,32 +118,49 @@ def _table_lines(record: dict) -> str:
 def format_record(record: dict, fmt: str) -> str:
     """One record as text in ``fmt`` (``jsonl``, ``csv`` without header, ``table``)."""
     if fmt == "jsonl":
-        return json.dumps(record, ensure_ascii=False)
+        return json.dumps(record, ensure_ascii=True, allow_nan=False)
     if fmt == "csv":
         return _csv_line(record)
     return _table_lines(record)
 
 
+#: Latencies kept for p50/p90: exact up to this many frames, a uniform random sample of them after
+#: (Vitter's reservoir sampling), so a stream of months of frames holds at most this many floats.
+LATENCY_SAMPLES = 10_000
+
+
 @dataclass
 class Summary:
-    """Counts and latency statistics of a stream, for the line printed at its end."""
+    """Counts and latency statistics of a stream, for the line printed at its end, in bounded memory:
+    the count and mean are exact, p50/p90 come from a reservoir of ``LATENCY_SAMPLES`` latencies."""
 
     started: float
-    latencies: list[float] = field(default_factory=list)
     failed: int = 0
+    classified: int = 0
+    samples: list[float] = field(default_factory=list)
+    _total_ms: float = 0.0
+    _rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
 
     def add(self, result: StreamResult) -> None:
-        if result.ok:
-            self.latencies.append(result.latency_ms or 0.0)
-        else:
+        if not result.ok:
             self.failed += 1
+            return
+        latency = result.latency_ms or 0.0
+        self.classified += 1
+        self._total_ms += latency
+        if len(self.samples) < LATENCY_SAMPLES:
+            self.samples.append(latency)
+        elif (slot := self._rng.randrange(self.classified)) < LATENCY_SAMPLES:
+            self.samples[slot] = latency
 
-    def text(self, now: float, interrupted: bool = False) -> str:
-        done = len(self.latencies)
+    def text(self, now: float, interrupted: bool = False, stopped: str | None = None) -> str:
+        """The summary line; ``stopped`` (e.g. "terminated") prefixes it, as ``interrupted`` does."""
+        done = self.classified
         parts = [f"{done} classified, {self.failed} failed"]
         if done:
-            mean, p50, p90 = np.mean(self.latencies), *np.percentile(self.latencies, [50, 90])
-            parts.append(f"latency mean {mean:.1f} / p50 {p50:.1f} / p90 {p90:.1f} ms")
+            p50, p90 = np.percentile(self.samples, [50, 90])
+            parts.append(f"latency mean {self._total_ms / done:.1f} / p50 {p50:.1f} / p90 {p90:.1f} ms")
         elapsed = now - self.started
         parts.append(f"{(done + self.failed) / elapsed:.1f} FPS" if elapsed > 0 else "0.0 FPS")
-        return ("interrupted: " if interrupted else "") + ", ".join(parts)
+        prefix = f"{stopped}: " if stopped else "interrupted: " if interrupted else ""
+        return prefix + ", ".join(parts)
