@@ -40,6 +40,10 @@ from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
 @click.option("--require-speedup", is_flag=True, help="Speed gate: every INT8 format must be faster than FP32 ONNX.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON report (per format: size, sha256, top-1, Δ vs torch, latency, gates), also on failure.")
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Sign the bundle with this elliptic-curve private key (PEM; OpenSSF model-signing, needs [signing]) as "
+                   "the last step of the atomic build: model.sig covers every file. Devices verify it with --verify-key. "
+                   "An encrypted key takes its password from $EDGEPORT_SIGN_KEY_PASSWORD.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local ImageNet state dict for a torchvision:<name> source (offline).")
 @debug_option

@@ -20,12 +20,14 @@ from .checks.evalset import load_eval_set
 from .checks.evaluate import compare_with_fp32, evaluate_formats
 from .checks.gates import apply_gates, raise_on_failed_gates
 from .checks.verify import verify_parity
+from .conformance import write_conformance_kit
 from .formats import BuildContext, parse_formats, require_calibration
 from .formats.calibration import select_calibration_images
 from .formats.int8_scheme import INT8_ENGINES
 from .formats.nncf_int8 import AccuracyTarget
 from .formats.onnx_fp32 import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
 from .samples import packaged_photos
+from .signing import BundleSigner
 from .staging import staging_bundle
 
 __all__ = ["ExportOptions", "export_bundle", "REPORT_SCHEMA_VERSION"]
@@ -50,6 +52,7 @@ class ExportOptions:
     require_speedup: bool = False
     weights: str | None = None
     report: str | Path | None = None  # JSON report path, written even when the export fails
+    sign_key: str | Path | None = None  # EC private key (PEM): sign the bundle, last step of the atomic build
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and self.eval_dir is None:
@@ -137,6 +140,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     require_calibration([f.name for f in chosen], opts.calib_dir)
     needs_calib = any(f.needs_calibration for f in chosen)
     calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
+    signer = BundleSigner(opts.sign_key) if opts.sign_key else None  # a bad key fails now, not after the export
     src = load_model(source, weights=opts.weights)
     # Verify on the checkpoint's own validation images when they are still on disk, else packaged photos.
     verify_images = src.val_files or packaged_photos()
@@ -164,6 +168,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
                                         "precision": fmt.precision, **details}
         format_entries["onnx"].update({"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME})
         (staging / LABELS_NAME).write_text("\n".join(src.contract.labels) + "\n", encoding="utf-8")
+        conformance = write_conformance_kit(staging, format_entries, verify_images, verification, log)
         manifest: dict[str, Any] = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "name": src.name,
@@ -176,6 +181,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             "versions": library_versions(_LIBRARIES),
             "cpu": cpu_info(),
             "int8_target_cpu": opts.target_cpu if needs_calib else None,
+            "conformance": conformance,
         }
         # The manifest is complete enough for the runtime to open every format by now.
         write_json(staging / MANIFEST_NAME, manifest)
@@ -189,6 +195,10 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         write_json(staging / MANIFEST_NAME, manifest)
         report["formats"] = _report_formats(manifest)
         raise_on_failed_gates(manifest, opts.max_drop)
+        if signer is not None:  # last: the signature covers every file, the final manifest included
+            log(f"signing the bundle with {signer.key} …")
+            signer.sign(staging)
+            report["signed"] = True
     onnx_check = verification["onnx"]
     log(
         f"ok: {', '.join(format_entries)}; ONNX vs PyTorch on {onnx_check['images']} images: top-1 agreement "

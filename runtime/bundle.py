@@ -69,16 +69,23 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
 
 
 def resolve_model(
-    path: str | os.PathLike, format: str | None = None, backend: str = "auto", verify: bool = True
+    path: str | os.PathLike, format: str | None = None, backend: str = "auto", verify: bool = True,
+    verify_key: str | os.PathLike | None = None,
 ) -> ResolvedModel:
     """A bundle directory (sha256 of the chosen format's files verified) or a single model file.
 
     In a bundle, ``format`` picks a format by name; otherwise the first format (in the manifest's
-    order) that runs on ``backend``; with neither, the first format, FP32 ONNX.
+    order) that runs on ``backend``; with neither, the first format, FP32 ONNX. With ``verify_key``
+    the bundle must carry a valid signature by that key first (``signing.require_signed``).
     """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass an edge-export bundle directory or a model file")
+    if verify_key is not None:
+        from .signing import require_signed
+
+        check = require_signed(path, verify_key)
+        path = check.bundle if path.is_dir() else path  # load the folder that was verified, not a link switched since
     if path.is_file():
         return _resolve_file(path, backend, verify)
     manifest = read_manifest(path)

@@ -6,17 +6,20 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .backends import create_backend
 from .bundle import resolve_model
+from .conformance import FormatResult, read_kit, self_test_classifier
 from .contract import PreprocessContract
-from .errors import ImageDecodeError
+from .errors import ConformanceError, ImageDecodeError
 from .frames import Frame
 from .preprocess import ImageInput, describe_source, preprocess, preprocess_fast
 from .records import UNKNOWN, StreamResult
+from .signing import bundle_root_of, verify_key_from
 
 __all__ = ["Classifier", "Prediction", "softmax"]
 
@@ -51,6 +54,8 @@ class Classifier:
     ``backend`` (``auto``, ``onnxruntime``, ``openvino``) picks the first format that runs on it.
     ``exact_preprocess=True`` uses the contract's reference resize instead of the fast JPEG path
     (DCT-domain downscaled decoding; same top-1 on ≥ 99.5% of photos, see benchmarks/README.md).
+    ``verify_key`` (a PEM public key; default ``$EDGEPORT_VERIFY_KEY``, ``False`` for none): the bundle
+    must be signed by it (docs/fleet-updates.md).
     """
 
     def __init__(
@@ -61,8 +66,12 @@ class Classifier:
         format: str | None = None,
         batch_size: int = 8,
         exact_preprocess: bool = False,
+        verify_key: str | os.PathLike | None | bool = None,
     ):
-        resolved = resolve_model(path, format=format, backend=backend)
+        self.source_path = Path(path)
+        self.verify_key = verify_key_from(verify_key)
+        self._options = {"backend": backend, "threads": threads, "format": format}
+        resolved = resolve_model(path, format=format, backend=backend, verify_key=self.verify_key)
         self.model_path = resolved.path
         self.format = resolved.format
         self.manifest = resolved.manifest
@@ -70,6 +79,18 @@ class Classifier:
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
+
+    def self_test(self) -> FormatResult:
+        """Replay the bundle's conformance kit on this loaded format, on this machine (docs/fleet-updates.md):
+        max |Δlogit| and top-1 agreement against the export's logits, preprocessing max |Δ|."""
+        root = bundle_root_of(self.model_path) if self.manifest is not None else None
+        if root is None:
+            raise ConformanceError(f"{self.model_path} is not in a bundle: a self-test needs the bundle's conformance kit")
+        fmt = self.format or next((n for n, e in self.manifest["formats"].items()
+                                   if (root / e["file"]).resolve() == self.model_path.resolve()), None)
+        if fmt is None:
+            raise ConformanceError(f"{self.model_path} is not a format of {root}; pass the bundle directory")
+        return self_test_classifier(self, read_kit(root), fmt)
 
     @property
     def labels(self) -> tuple[str, ...]:

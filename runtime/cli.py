@@ -7,6 +7,7 @@ that cannot be opened; 1 an internal error; 130 stopped by Ctrl-C (after printin
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -15,11 +16,13 @@ import click
 from .backends import backend_names
 from .classifier import Classifier
 from .cli_support import debug_option, exit_on_error
+from .conformance import self_test_bundle
 from .errors import ExitCode
 from .formats import format_names
 from .frames import camera_frames, file_frames, paced, video_frames, watch_frames
 from .inputs import expand_inputs
 from .records import OUTPUT_FORMATS, Summary, csv_header, format_record, to_record
+from .signing import VERIFY_KEY_ENV
 
 
 def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
@@ -36,6 +39,17 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
     if watch:
         return paced(watch_frames(watch, idle_timeout=watch_timeout, max_files=max_files, since=started), max_fps)
     return paced(file_frames(expand_inputs(inputs)), max_fps)
+
+
+def _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug) -> None:
+    """``--self-test``: the report on stdout (JSON with --output-format jsonl), exit 0 or 1."""
+    if inputs or video or camera is not None or watch:
+        raise click.UsageError("--self-test runs the bundle's own reference images; give no INPUTS, --video, --camera or --watch")
+    with exit_on_error(debug):
+        report = self_test_bundle(model, formats=[model_format] if model_format else None, threads=threads,
+                                  verify_key=verify_key or False)
+    click.echo(json.dumps(report.to_dict()) if fmt == "jsonl" else report.text())
+    sys.exit(ExitCode.OK if report.passed else ExitCode.SELF_TEST_FAILED)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,20 +77,27 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference call.")
 @click.option("--exact-preprocess", is_flag=True,
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
+@click.option("--verify-key", envvar=VERIFY_KEY_ENV, type=click.Path(dir_okay=False), default=None,
+              help=f"Serve only bundles signed by this EC public key (PEM; needs [signing]); ${VERIFY_KEY_ENV} sets it for a device.")
+@click.option("--self-test", is_flag=True,
+              help="Replay the bundle's conformance kit on this machine, per format (or --model-format): max |Δlogit|, "
+                   "top-1 agreement, preprocessing max |Δ|. Exit 0 when every format is within its tolerance, else 1.")
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool,
-         debug: bool) -> None:
+         verify_key: str | None, self_test: bool, debug: bool) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
     a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
     OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
     stdout, a summary (count, failures, latency mean/p50/p90, FPS) on stderr."""
     started = time.time()  # --watch: files written while the model loads count as new
+    if self_test:
+        _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug)
     with exit_on_error(debug):  # a model, video, camera or folder that cannot be opened: its error type's code
         frames = _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started)
         clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
-                         exact_preprocess=exact_preprocess)
+                         exact_preprocess=exact_preprocess, verify_key=verify_key or False)
         summary, interrupted = Summary(started=time.perf_counter()), False
         if fmt == "csv":
             click.echo(csv_header())

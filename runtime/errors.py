@@ -17,6 +17,8 @@ __all__ = [
     "FrameSourceError",
     "ModelLoadError",
     "IntegrityError",
+    "SignatureError",
+    "ConformanceError",
     "DataError",
     "WeightsNotFoundError",
     "VerificationError",
@@ -67,6 +69,14 @@ class IntegrityError(ModelLoadError):
     """A bundle file no longer matches the sha256 recorded in its manifest."""
 
 
+class SignatureError(IntegrityError):
+    """A verify key is set and the bundle is unsigned, signed by another key, or changed after signing."""
+
+
+class ConformanceError(ModelLoadError):
+    """The bundle's conformance kit is missing or malformed, or this runtime does not reproduce it."""
+
+
 class DataError(EdgeportError):
     """A training/evaluation image folder is unusable (no classes, empty class folder, ...)."""
 
@@ -109,6 +119,7 @@ class ExitCode:
     ACCURACY_GATE = 4  # a format is further below PyTorch than --max-drop
     SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
+    SELF_TEST_FAILED = 1  # edge-predict --self-test: a format is outside its tolerance (the issue's 0/1 contract)
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
 
 

@@ -1,0 +1,153 @@
+"""Verify a bundle's OpenSSF model-signing signature (elliptic-curve key method) before it is served.
+
+The manifest's sha256 catches corruption, not an attacker: whoever can write the bundle can rewrite
+the manifest. The signature (``model.sig``, a Sigstore bundle holding a DSSE envelope over an in-toto
+statement of every file's sha256, written by the ``model-signing`` library) covers every file of the
+bundle, the manifest included, so a file changed after signing fails even when the manifest was
+rewritten to match. The same file verifies with the library's own CLI::
+
+    model_signing verify key BUNDLE --signature BUNDLE/model.sig --public_key PUB.pem
+
+``model-signing`` is the ``[signing]`` extra and is imported only when a verify key is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingDependencyError, SignatureError, UsageError
+from .manifest import MANIFEST_NAME
+
+__all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "verify_bundle", "require_signed",
+           "bundle_root_of", "model_signing_module"]
+
+#: The signature's file name inside the bundle (the library CLI's default name).
+SIGNATURE_NAME = "model.sig"
+#: A device-wide verify key: every edge-predict, Classifier and edge-bench on the device refuses unsigned bundles.
+VERIFY_KEY_ENV = "EDGEPORT_VERIFY_KEY"
+_INSTALL = "pip install 'edgeport[signing]'"
+
+
+def model_signing_module(why: str) -> Any:
+    """The ``model_signing`` package, or an error saying which extra to install."""
+    try:
+        import model_signing
+    except ImportError as exc:  # the library itself or one of its imports (it needs pyOpenSSL)
+        raise MissingDependencyError(f"{why} needs the model-signing library ({exc}): {_INSTALL}") from exc
+    return model_signing
+
+
+def verify_key_from(key: str | os.PathLike | None | bool) -> Path | None:
+    """The verify key to use: ``key`` itself, else ``$EDGEPORT_VERIFY_KEY``; ``False`` turns verification off."""
+    if key is False:
+        return None
+    if key is None or key is True:
+        key = os.environ.get(VERIFY_KEY_ENV) or None
+        if key is None:
+            return None
+    path = Path(key)
+    if not path.is_file():
+        raise UsageError(f"verify key {path} does not exist (from --verify-key or ${VERIFY_KEY_ENV}); "
+                         "pass the PEM public key that matches the release pipeline's --sign-key")
+    return path
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """A verified bundle: its real directory, the key it was verified with, and the files the signature covers."""
+
+    bundle: Path
+    key: Path
+    signed_files: dict[str, str]  # name → sha256 hex, as signed
+
+
+def bundle_root_of(path: Path) -> Path | None:
+    """The bundle directory holding ``path`` (its own folder, or the one above for an IR in a sub-folder)."""
+    for folder in (path.parent, path.parent.parent):
+        if (folder / MANIFEST_NAME).is_file():
+            return folder
+    return None
+
+
+def _short(text: str) -> str:
+    """Digests in the library's messages, shortened like the runtime's other sha256 messages."""
+    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1…", text)
+
+
+def _signed_files(signature: bytes) -> dict[str, str]:
+    """name → sha256 of every file in the (already verified) signature's in-toto statement."""
+    envelope = json.loads(signature)["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+
+
+def _load_public_key(key: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        load_pem_public_key(key.read_bytes())
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"verify key {key} is not a PEM public key ({exc}); pass the .pub.pem of the signing key pair") from exc
+
+
+def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> SignatureCheck:
+    """Check ``bundle``'s signature with the public ``key``; raise ``SignatureError`` naming what failed.
+
+    Refuses an unsigned bundle, a signature made by another key or not parseable, any file added,
+    removed or changed since signing (the manifest too), and a signature that does not cover the
+    manifest. The signature bytes are read once: the copy the library verifies is the copy parsed here.
+    """
+    ms = model_signing_module("verifying a signed bundle")
+    root, key = Path(bundle).resolve(), Path(key)  # a symlink switch: verify the real folder (the library refuses links)
+    sig_path = root / SIGNATURE_NAME
+    if not sig_path.is_file():
+        raise SignatureError(f"{root} is not signed (no {SIGNATURE_NAME}) but a verify key is set; "
+                             f"export it with edge-export --sign-key, or sign it with: model_signing sign key {root} "
+                             f"--signature {sig_path} --private_key KEY.pem")
+    _load_public_key(key)
+    data = sig_path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="edgeport-sig-") as tmp:
+        copy = Path(tmp) / SIGNATURE_NAME
+        copy.write_bytes(data)
+        config = ms.verifying.Config().use_elliptic_key_verifier(public_key=key)
+        try:
+            config.verify(root, copy)
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith("Signature mismatch"):
+                raise SignatureError(f"{root}: files changed after signing: {_short(message.split(':', 1)[1].strip())}; "
+                                     "restore the bundle from the release") from exc
+            raise SignatureError(f"{sig_path}: bad signature: not made by the key matching {key} ({message})") from exc
+        except Exception as exc:  # cryptography's InvalidSignature, pydantic/JSON errors of a mangled file
+            raise SignatureError(f"{sig_path}: bad signature ({type(exc).__name__}: {exc or 'does not verify'}); "
+                                 f"it was not made by the key matching {key}, or the file is damaged") from exc
+    signed = _signed_files(data)
+    if MANIFEST_NAME not in signed:
+        raise SignatureError(f"{sig_path} does not cover {MANIFEST_NAME}; re-sign the whole bundle (edge-export --sign-key)")
+    return SignatureCheck(root, key, signed)
+
+
+def require_signed(path: str | os.PathLike, key: str | os.PathLike) -> SignatureCheck:
+    """``path`` (a bundle, or a model file inside one) must be in a bundle signed by ``key``.
+
+    A bare model file has nothing to vouch for it, so with a verify key set it is refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return verify_bundle(path, key)
+    root = bundle_root_of(path)
+    if root is None:
+        raise SignatureError(f"{path} is a bare model file and a verify key is set: only files inside a signed bundle "
+                             "are served; pass the bundle directory")
+    check = verify_bundle(root, key)
+    rel = path.resolve().relative_to(check.bundle).as_posix()
+    if rel not in check.signed_files:
+        raise SignatureError(f"{path} is not covered by {check.bundle / SIGNATURE_NAME}; pass the bundle directory")
+    return check
