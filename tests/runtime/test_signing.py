@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgeport.export.bench.run import run_benchmark
@@ -20,6 +19,7 @@ from edgeport.runtime.errors import MissingDependencyError, SignatureError, Usag
 from edgeport.runtime.manifest import MANIFEST_NAME, sha256_file
 from edgeport.runtime.signing import SIGNATURE_NAME, VERIFY_KEY_ENV, verify_bundle
 
+from ..bundles import scale_weights
 from ..keys import make_key_pair
 
 BIN = Path(sys.executable).parent
@@ -96,19 +96,8 @@ def _flip_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def _replace_model(path: Path) -> None:
-    """An attacker's model: still a valid ONNX file that loads and runs (its weights shifted)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.01), init.name))
-    onnx.save(model, str(path))
-
-
 def test_model_changed_after_signing_is_refused_even_with_the_manifest_rewritten(bundle, keys, sample_photos):
-    _replace_model(bundle / "model.onnx")
+    scale_weights(bundle / "model.onnx")  # an attacker's model: it loads and runs
     result = _predict([str(bundle), str(sample_photos[0]), "--verify-key", str(keys["public"])])
     assert result.exit_code == 2 and "changed after signing" in result.output and "model.onnx" in result.output
     # The attacker rewrites the manifest to match: the sha256 check alone now passes …
