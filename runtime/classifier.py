@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -15,10 +15,11 @@ from .backends import create_backend
 from .bundle import resolve_model
 from .conformance import FormatResult, read_kit, self_test_classifier
 from .contract import PreprocessContract
-from .errors import ConformanceError, ImageDecodeError
+from .errors import ConformanceError, ImageDecodeError, ModelLoadError
 from .frames import Frame
 from .preprocess import ImageInput, describe_source, preprocess, preprocess_fast
 from .records import UNKNOWN, StreamResult
+from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_record
 from .signing import bundle_root_of, verify_key_from
 
 __all__ = ["Classifier", "Prediction", "softmax"]
@@ -79,6 +80,36 @@ class Classifier:
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
+        self._watcher: BundleWatcher | None = None
+
+    def reload(self) -> dict:
+        """Load the bundle now at this classifier's path, check it (sha256, signature when a key is set,
+        self-test) and swap to it; returns the ``model_swap`` record. On any failure this raises and the
+        old model keeps serving. Call it between frames, from the thread that classifies."""
+        state = bundle_state(self.source_path)
+        if state is None:
+            raise ModelLoadError(f"no bundle at {self.source_path} right now (an update in progress?); try again")
+        old = identity(self)
+        candidate, self_test = load_checked(self, state)
+        self._adopt(candidate)
+        return swap_record(self.source_path, old, identity(self), self_test, self.verify_key is not None)
+
+    def auto_reload(self, on_event: Callable[[dict], None], interval: float = 1.0) -> BundleWatcher:
+        """Watch the bundle path in the background; ``stream()`` swaps to a new bundle between two frames once
+        it passed every check. ``on_event`` gets one record per swap or rejected update (docs/fleet-updates.md)."""
+        self.stop_reload()
+        self._watcher = BundleWatcher(self, on_event, interval).start()
+        return self._watcher
+
+    def stop_reload(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    def _adopt(self, other: Classifier) -> None:
+        """Take over ``other``'s loaded model (the swap itself: a few attribute assignments, no I/O)."""
+        self.model_path, self.format, self.manifest = other.model_path, other.format, other.manifest
+        self._backend, self.contract = other._backend, other.contract
 
     def self_test(self) -> FormatResult:
         """Replay the bundle's conformance kit on this loaded format, on this machine (docs/fleet-updates.md):
@@ -147,6 +178,8 @@ class Classifier:
         """
         items = (f if isinstance(f, Frame) else Frame(describe_source(f), f, color=color) for f in frames)
         while chunk := list(itertools.islice(items, batch)):
+            if self._watcher is not None:
+                self._watcher.take()  # a checked new bundle is swapped in here, between two frames
             yield from self._classify_chunk(chunk, top_k, threshold)
 
     def _classify_chunk(self, chunk: list[Frame], top_k: int, threshold: float | None) -> list[StreamResult]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import click
@@ -82,11 +83,17 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @click.option("--self-test", is_flag=True,
               help="Replay the bundle's conformance kit on this machine, per format (or --model-format): max |Δlogit|, "
                    "top-1 agreement, preprocessing max |Δ|. Exit 0 when every format is within its tolerance, else 1.")
+@click.option("--reload", "hot_reload", is_flag=True,
+              help="Watch MODEL (a bundle folder or a symlink to one) and swap to a new bundle between two frames once it "
+                   "passed sha256, signature (with --verify-key) and self-test; a failed check keeps the old model. One JSON "
+                   "record per swap or rejected update (on stdout with --output-format jsonl, else stderr).")
+@click.option("--reload-interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="--reload: seconds between looks at MODEL.")
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool,
-         verify_key: str | None, self_test: bool, debug: bool) -> None:
+         verify_key: str | None, self_test: bool, hot_reload: bool, reload_interval: float, debug: bool) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
     a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
     OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
@@ -99,14 +106,24 @@ def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | N
         clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
                          exact_preprocess=exact_preprocess, verify_key=verify_key or False)
         summary, interrupted = Summary(started=time.perf_counter()), False
+        echo_lock = threading.Lock()  # reload records come from the watcher thread too: whole lines only
+
+        def echo(text: str, err: bool = False) -> None:
+            with echo_lock:
+                click.echo(text, err=err)
+
+        if hot_reload:
+            clf.auto_reload(lambda record: echo(json.dumps(record, ensure_ascii=False), err=fmt != "jsonl"), reload_interval)
         if fmt == "csv":
             click.echo(csv_header())
         try:
             for result in clf.stream(frames, top_k=top_k, threshold=threshold, batch=batch):
                 summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
-                click.echo(format_record(to_record(result), fmt))
+                echo(format_record(to_record(result), fmt))
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            clf.stop_reload()
     name = clf.format or clf.model_path.name
     click.echo(f"{summary.text(time.perf_counter(), interrupted)} ({name} on {clf.backend})", err=True)
     sys.exit(ExitCode.INTERRUPTED if interrupted else ExitCode.SOME_INPUTS_FAILED if summary.failed else ExitCode.OK)
