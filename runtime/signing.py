@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MissingDependencyError, SignatureError, UsageError
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, sha256_file
 
 __all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "verify_bundle", "require_signed",
            "bundle_root_of", "model_signing_module"]
@@ -77,15 +77,34 @@ def bundle_root_of(path: Path) -> Path | None:
 
 
 def _short(text: str) -> str:
-    """Digests in the library's messages, shortened like the runtime's other sha256 messages."""
-    return re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1…", text)
+    """The library's mismatch message without its digests (bytes reprs, 64-hex strings)."""
+    return re.sub(r"(Expected|Actual) 'Digest\(.*?\)'|\b[0-9a-f]{64}\b", "…", text)
+
+
+def _statement(signature: bytes) -> dict[str, Any]:
+    """The in-toto statement inside the signature (read after the library verified it)."""
+    return json.loads(base64.b64decode(json.loads(signature)["dsseEnvelope"]["payload"]))
 
 
 def _signed_files(signature: bytes) -> dict[str, str]:
-    """name → sha256 of every file in the (already verified) signature's in-toto statement."""
-    envelope = json.loads(signature)["dsseEnvelope"]
-    statement = json.loads(base64.b64decode(envelope["payload"]))
-    return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+    """name → sha256 of every file in the signature's in-toto statement."""
+    return {r["name"]: r["digest"] for r in _statement(signature)["predicate"]["resources"]}
+
+
+def _mismatch(root: Path, signature: bytes) -> str | None:
+    """Which files changed, appeared or vanished since signing, by name (None when the signature hashed
+    something other than whole files with sha256, e.g. the library's shards: its own message is used)."""
+    serialization = _statement(signature)["predicate"]["serialization"]
+    if serialization.get("method") != "files" or serialization.get("hash_type") != "sha256":
+        return None
+    signed = _signed_files(signature)
+    ignored = {SIGNATURE_NAME, ".git", ".gitattributes", ".github", ".gitignore", *serialization.get("ignore_paths", [])}
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*")
+               if p.is_file() and not any(Path(i) in (p.relative_to(root), *p.relative_to(root).parents) for i in ignored)}
+    parts = [(what, sorted(names)) for what, names in (
+        ("changed", [n for n in signed.keys() & on_disk if sha256_file(root / n) != signed[n]]),
+        ("added", on_disk - signed.keys()), ("removed", signed.keys() - on_disk)) if names]
+    return "; ".join(f"{what}: {', '.join(names)}" for what, names in parts) or None
 
 
 def _load_public_key(key: Path) -> None:
@@ -121,9 +140,9 @@ def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> Signatur
             config.verify(root, copy)
         except ValueError as exc:
             message = str(exc)
-            if message.startswith("Signature mismatch"):
-                raise SignatureError(f"{root}: files changed after signing: {_short(message.split(':', 1)[1].strip())}; "
-                                     "restore the bundle from the release") from exc
+            if message.startswith("Signature mismatch"):  # the signature is genuine, the files are not what it signed
+                detail = _mismatch(root, data) or _short(message.split(":", 1)[1].strip())
+                raise SignatureError(f"{root}: files changed after signing ({detail}); restore the bundle from the release") from exc
             raise SignatureError(f"{sig_path}: bad signature: not made by the key matching {key} ({message})") from exc
         except Exception as exc:  # cryptography's InvalidSignature, pydantic/JSON errors of a mangled file
             raise SignatureError(f"{sig_path}: bad signature ({type(exc).__name__}: {exc or 'does not verify'}); "

@@ -108,12 +108,12 @@ def test_model_changed_after_signing_is_refused_even_with_the_manifest_rewritten
     # … the signature does not, and the error names both files.
     result = _predict([str(bundle), str(sample_photos[0]), "--verify-key", str(keys["public"])])
     assert result.exit_code == 2, result.output
-    assert "changed after signing" in result.output and "'model.onnx'" in result.output and "'manifest.json'" in result.output
+    assert "files changed after signing (changed: manifest.json, model.onnx)" in result.output
 
 
 def test_file_added_after_signing_is_refused(bundle, keys):
     (bundle / "extra.onnx").write_bytes((bundle / "model.onnx").read_bytes())
-    with pytest.raises(SignatureError, match="extra.onnx"):
+    with pytest.raises(SignatureError, match=r"\(added: extra.onnx\)"):
         Classifier(bundle, verify_key=keys["public"])
 
 
