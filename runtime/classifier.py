@@ -15,7 +15,7 @@ from .backends import create_backend
 from .bundle import resolve_model
 from .conformance import FormatResult, read_kit, self_test_classifier
 from .contract import PreprocessContract
-from .errors import ConformanceError, ImageDecodeError, ModelLoadError
+from .errors import ConformanceError, ImageDecodeError, ModelLoadError, UsageError
 from .frames import Frame
 from .preprocess import ImageInput, describe_source, preprocess, preprocess_fast
 from .records import UNKNOWN, StreamResult
@@ -86,6 +86,8 @@ class Classifier:
         """Load the bundle now at this classifier's path, check it (sha256, signature when a key is set,
         self-test) and swap to it; returns the ``model_swap`` record. On any failure this raises and the
         old model keeps serving. Call it between frames, from the thread that classifies."""
+        if not self.source_path.is_dir():
+            raise UsageError(f"reload() needs a bundle directory (or a symlink to one); {self.source_path} is not one")
         state = bundle_state(self.source_path)
         if state is None:
             raise ModelLoadError(f"no bundle at {self.source_path} right now (an update in progress?); try again")

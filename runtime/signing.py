@@ -18,14 +18,16 @@ import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import MissingDependencyError, SignatureError, UsageError
 from .manifest import MANIFEST_NAME, sha256_file
 
-__all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "verify_bundle", "require_signed",
+__all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "device_key_ignored", "verify_bundle", "require_signed",
            "bundle_root_of", "model_signing_module"]
 
 #: The signature's file name inside the bundle (the library CLI's default name).
@@ -44,12 +46,26 @@ def model_signing_module(why: str) -> Any:
     return model_signing
 
 
+_BUILDING: ContextVar[bool] = ContextVar("edgeport_building_bundle", default=False)
+
+
+@contextmanager
+def device_key_ignored() -> Iterator[None]:
+    """While edge-export builds a bundle, its checks load the unsigned staging files: ``$EDGEPORT_VERIFY_KEY``
+    (a device setting) does not apply to them. An explicit ``verify_key`` still does."""
+    token = _BUILDING.set(True)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
+
+
 def verify_key_from(key: str | os.PathLike | None | bool) -> Path | None:
     """The verify key to use: ``key`` itself, else ``$EDGEPORT_VERIFY_KEY``; ``False`` turns verification off."""
     if key is False:
         return None
     if key is None or key is True:
-        key = os.environ.get(VERIFY_KEY_ENV) or None
+        key = None if _BUILDING.get() else os.environ.get(VERIFY_KEY_ENV) or None
         if key is None:
             return None
     path = Path(key)

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from edgeport.export.signing import sign_bundle
 from edgeport.runtime import Classifier
+from edgeport.runtime.cli import main as predict_main
 from edgeport.runtime.conformance import KIT_DIR
-from edgeport.runtime.errors import ConformanceError, SignatureError
+from edgeport.runtime.errors import ConformanceError, SignatureError, UsageError
 
 from ..bundles import rehash_manifest, relabel
 from ..keys import make_key_pair
@@ -228,3 +230,11 @@ def test_classifier_reload_swaps_or_keeps_the_old_model(releases, keys, sample_p
     assert record["event"] == "model_swap" and record["new"]["bundle"] == str(releases["v2"].resolve())
     after = clf.predict(sample_photos[0])
     assert after.label == "v2:" + before.label and after.score == pytest.approx(before.score)
+
+
+def test_reload_needs_a_bundle_directory(imagenet_bundle, sample_photos):
+    model_file = imagenet_bundle / "model.onnx"
+    result = CliRunner().invoke(predict_main, [str(model_file), str(sample_photos[0]), "--reload"])
+    assert result.exit_code == 2 and "hot reload watches a bundle directory" in result.output
+    with pytest.raises(UsageError, match="needs a bundle directory"):
+        Classifier(model_file).reload()
