@@ -81,6 +81,7 @@ def resolve_model(
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass an edge-export bundle directory or a model file")
+    check = None
     if verify_key is not None:
         from .signing import require_signed
 
@@ -101,6 +102,8 @@ def resolve_model(
     entry_backend = entry.get("backend", "onnxruntime")
     if backend not in ("auto", entry_backend):
         raise ModelLoadError(f"format {format!r} runs on {entry_backend}, not {backend}")
+    if check is not None:  # the manifest read here is the one that was signed, for the files about to be loaded
+        check.vouch_for(manifest, _format_files(entry))
     if verify:
         for name in _format_files(entry):
             _verify(path, manifest, name)

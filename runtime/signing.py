@@ -83,6 +83,16 @@ class SignatureCheck:
     key: Path
     signed_files: dict[str, str]  # name → sha256 hex, as signed
 
+    def vouch_for(self, manifest: dict[str, Any], names: list[str]) -> None:
+        """``manifest`` (as read for loading) lists the signed sha256 for each of ``names``: then the runtime's own
+        sha256 check of those files against it checks them against the signature, even if the manifest on disk
+        was swapped after the signature was verified."""
+        for name in names:
+            listed = (manifest.get("files", {}).get(name) or {}).get("sha256")
+            if listed != self.signed_files.get(name):
+                raise SignatureError(f"{self.bundle / MANIFEST_NAME} lists a sha256 for {name} that is not the signed one "
+                                     f"(changed after verification?); restore the bundle from the release")
+
 
 def bundle_root_of(path: Path) -> Path | None:
     """The bundle directory holding ``path`` (its own folder, or the one above for an IR in a sub-folder)."""
@@ -185,4 +195,6 @@ def require_signed(path: str | os.PathLike, key: str | os.PathLike) -> Signature
     rel = path.resolve().relative_to(check.bundle).as_posix()
     if rel not in check.signed_files:
         raise SignatureError(f"{path} is not covered by {check.bundle / SIGNATURE_NAME}; pass the bundle directory")
+    if sha256_file(path) != check.signed_files[rel]:  # hashed again now, just before the backend loads it
+        raise SignatureError(f"{path} changed after its signature was verified; restore the bundle from the release")
     return check

@@ -196,3 +196,13 @@ def test_verification_without_the_extra_says_what_to_install(bundle, keys, monke
     monkeypatch.setitem(sys.modules, "model_signing", None)  # the [signing] extra is not installed
     with pytest.raises(MissingDependencyError, match=r"edgeport\[signing\]"):
         Classifier(bundle, verify_key=keys["public"])
+
+
+def test_the_manifest_used_for_loading_must_list_the_signed_digests(bundle, keys):
+    """A manifest swapped between signature verification and loading cannot vouch for other bytes."""
+    check = verify_bundle(bundle, keys["public"])
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    check.vouch_for(manifest, ["model.onnx"])
+    manifest["files"]["model.onnx"]["sha256"] = "0" * 64
+    with pytest.raises(SignatureError, match="not the signed one"):
+        check.vouch_for(manifest, ["model.onnx"])
