@@ -54,6 +54,8 @@ class ExportOptions:
     weights: str | None = None
     report: str | Path | None = None  # JSON report path, written even when the export fails
     sign_key: str | Path | None = None  # EC private key (PEM): sign the bundle, last step of the atomic build
+    sign_cert: str | Path | None = None  # with sign_key: the certificate method (signing certificate, PEM)
+    sign_cert_chain: tuple[str | Path, ...] = ()  # intermediate/CA certificates carried in the signature
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and self.eval_dir is None:
@@ -142,7 +144,10 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     require_calibration([f.name for f in chosen], opts.calib_dir)
     needs_calib = any(f.needs_calibration for f in chosen)
     calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
-    signer = BundleSigner(opts.sign_key) if opts.sign_key else None  # a bad key fails now, not after the export
+    if (opts.sign_cert or opts.sign_cert_chain) and not opts.sign_key:
+        raise UsageError("--sign-cert/--sign-cert-chain need --sign-key (the certificate's private key)")
+    # A bad key fails now, not after the export.
+    signer = BundleSigner(opts.sign_key, opts.sign_cert, opts.sign_cert_chain) if opts.sign_key else None
     src = load_model(source, weights=opts.weights)
     # Verify on the checkpoint's own validation images when they are still on disk, else packaged photos.
     verify_images = src.val_files or packaged_photos()

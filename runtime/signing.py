@@ -1,4 +1,4 @@
-"""Verify a bundle's OpenSSF model-signing signature (elliptic-curve key method) before it is served.
+"""Verify a bundle's OpenSSF model-signing signature (elliptic-curve key or certificate method) before it is served.
 
 The manifest's sha256 catches corruption, not an attacker: whoever can write the bundle can rewrite
 the manifest. The signature (``model.sig``, a Sigstore bundle holding a DSSE envelope over an in-toto
@@ -8,7 +8,9 @@ rewritten to match. The same file verifies with the library's own CLI::
 
     model_signing verify key BUNDLE --signature BUNDLE/model.sig --public_key PUB.pem
 
-``model-signing`` is the ``[signing]`` extra and is imported only when a verify key is set.
+A verify key is a PEM public key (the key method) or PEM CA certificates (the certificate method: the
+signing certificate must chain to them and allow digital signatures). ``model-signing`` is the
+``[signing]`` extra and is imported only when a verify key is set.
 """
 
 from __future__ import annotations
@@ -133,13 +135,22 @@ def _mismatch(root: Path, signature: bytes) -> str | None:
     return "; ".join(f"{what}: {', '.join(names)}" for what, names in parts) or None
 
 
-def _load_public_key(key: Path) -> None:
+def _key_method(key: Path) -> str:
+    """``"key"`` for a PEM public key (the elliptic-curve key method), ``"certificate"`` for PEM CA certificates
+    (the certificate method: the signature's certificate chain must lead to one of them)."""
+    from cryptography import x509
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+    data = key.read_bytes()
     try:
-        load_pem_public_key(key.read_bytes())
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            x509.load_pem_x509_certificates(data)
+            return "certificate"
+        load_pem_public_key(data)
+        return "key"
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"verify key {key} is not a PEM public key ({exc}); pass the .pub.pem of the signing key pair") from exc
+        raise UsageError(f"verify key {key} is not a PEM public key nor PEM CA certificates ({exc}); pass the .pub.pem "
+                         "of the signing key pair, or the CA certificate(s) of the signing certificate") from exc
 
 
 def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> SignatureCheck:
@@ -156,12 +167,16 @@ def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> Signatur
         raise SignatureError(f"{root} is not signed (no {SIGNATURE_NAME}) but a verify key is set; "
                              f"export it with edge-export --sign-key, or sign it with: model_signing sign key {root} "
                              f"--signature {sig_path} --private_key KEY.pem")
-    _load_public_key(key)
+    method = _key_method(key)
     data = sig_path.read_bytes()
     with tempfile.TemporaryDirectory(prefix="edgeport-sig-") as tmp:
         copy = Path(tmp) / SIGNATURE_NAME
         copy.write_bytes(data)
-        config = ms.verifying.Config().use_elliptic_key_verifier(public_key=key)
+        config = ms.verifying.Config()
+        if method == "key":
+            config.use_elliptic_key_verifier(public_key=key)
+        else:
+            config.use_certificate_verifier(certificate_chain=[key])
         try:
             config.verify(root, copy)
         except ValueError as exc:
@@ -169,10 +184,10 @@ def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> Signatur
             if message.startswith("Signature mismatch"):  # the signature is genuine, the files are not what it signed
                 detail = _mismatch(root, data) or _short(message.split(":", 1)[1].strip())
                 raise SignatureError(f"{root}: files changed after signing ({detail}); restore the bundle from the release") from exc
-            raise SignatureError(f"{sig_path}: bad signature: not made by the key matching {key} ({message})") from exc
-        except Exception as exc:  # cryptography's InvalidSignature, pydantic/JSON errors of a mangled file
+            raise SignatureError(f"{sig_path}: bad signature: not made by a key that {key} vouches for ({message})") from exc
+        except Exception as exc:  # InvalidSignature, OpenSSL's chain errors, pydantic/JSON errors of a mangled file
             raise SignatureError(f"{sig_path}: bad signature ({type(exc).__name__}: {exc or 'does not verify'}); "
-                                 f"it was not made by the key matching {key}, or the file is damaged") from exc
+                                 f"it was not made by a key that {key} vouches for, or the file is damaged") from exc
     signed = _signed_files(data)
     if MANIFEST_NAME not in signed:
         raise SignatureError(f"{sig_path} does not cover {MANIFEST_NAME}; re-sign the whole bundle (edge-export --sign-key)")

@@ -61,3 +61,5 @@ def test_a_bad_sign_key_fails_before_any_export_work(tmp_path):
     result = CliRunner().invoke(export_main, ["torchvision:mobilenet_v2", "--out", str(out), "--sign-key", str(not_a_key)])
     assert result.exit_code == 2 and "not a usable elliptic-curve private key" in result.output
     assert not out.exists() and "exporting" not in result.output
+    cert_alone = CliRunner().invoke(export_main, ["torchvision:mobilenet_v2", "--out", str(out), "--sign-cert", str(not_a_key)])
+    assert cert_alone.exit_code == 2 and "need --sign-key" in cert_alone.output and not out.exists()

@@ -20,7 +20,7 @@ from edgeport.runtime.manifest import MANIFEST_NAME, sha256_file
 from edgeport.runtime.signing import SIGNATURE_NAME, VERIFY_KEY_ENV, verify_bundle
 
 from ..bundles import scale_weights
-from ..keys import make_key_pair
+from ..keys import make_ca_and_leaf, make_key_pair
 
 BIN = Path(sys.executable).parent
 
@@ -206,3 +206,25 @@ def test_the_manifest_used_for_loading_must_list_the_signed_digests(bundle, keys
     manifest["files"]["model.onnx"]["sha256"] = "0" * 64
     with pytest.raises(SignatureError, match="not the signed one"):
         check.vouch_for(manifest, ["model.onnx"])
+
+
+def test_the_certificate_method_verifies_against_the_ca(imagenet_bundle, keys, tmp_path, sample_photos):
+    """edge-export --sign-key --sign-cert: the signature carries the certificate; devices hold the CA certificate."""
+    leaf_key, leaf_cert, ca = make_ca_and_leaf(tmp_path / "pki", "release")
+    _, _, other_ca = make_ca_and_leaf(tmp_path / "pki", "other")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(imagenet_bundle, bundle)
+    with pytest.raises(UsageError, match="needs --sign-cert-chain"):
+        sign_bundle(bundle, leaf_key, certificate=leaf_cert)
+    sign_bundle(bundle, leaf_key, certificate=leaf_cert, chain=[ca])
+    assert Classifier(bundle, verify_key=ca).predict(sample_photos[0]).label
+    for wrong in (other_ca, keys["public"]):  # another CA, or a key where the bundle carries a certificate
+        with pytest.raises(SignatureError, match="bad signature"):
+            Classifier(bundle, verify_key=wrong)
+    cmd = [str(BIN / "model_signing"), "verify", "certificate", str(bundle), "--signature", str(bundle / SIGNATURE_NAME),
+           "--certificate_chain", str(ca)]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "Verification succeeded" in ok.stdout, ok.stdout + ok.stderr
+    _flip_last_byte(bundle / "labels.txt")
+    with pytest.raises(SignatureError, match=r"changed after signing \(changed: labels.txt\)"):
+        Classifier(bundle, verify_key=ca)
