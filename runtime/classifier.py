@@ -55,8 +55,8 @@ class Classifier:
     ``backend`` (``auto``, ``onnxruntime``, ``openvino``) picks the first format that runs on it.
     ``exact_preprocess=True`` uses the contract's reference resize instead of the fast JPEG path
     (DCT-domain downscaled decoding; same top-1 on ≥ 99.5% of photos, see benchmarks/README.md).
-    ``verify_key`` (a PEM public key; default ``$EDGEPORT_VERIFY_KEY``, ``False`` for none): the bundle
-    must be signed by it (docs/fleet-updates.md).
+    ``verify_key`` (a PEM public key or PEM CA certificates; default ``$EDGEPORT_VERIFY_KEY``, ``False``
+    for none): the bundle must carry a model-signing signature it vouches for (docs/fleet-updates.md).
     """
 
     def __init__(

@@ -79,7 +79,8 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @click.option("--exact-preprocess", is_flag=True,
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
 @click.option("--verify-key", envvar=VERIFY_KEY_ENV, type=click.Path(dir_okay=False), default=None,
-              help=f"Serve only bundles signed by this EC public key (PEM; needs [signing]); ${VERIFY_KEY_ENV} sets it for a device.")
+              help=f"Serve only bundles signed by this EC public key, or by a certificate of this CA (PEM; needs [signing]); "
+                   f"${VERIFY_KEY_ENV} sets it for a device.")
 @click.option("--self-test", is_flag=True,
               help="Replay the bundle's conformance kit on this machine, per format (or --model-format): max |Δlogit|, "
                    "top-1 agreement, preprocessing max |Δ|. Exit 0 when every format is within its tolerance, else 1.")
