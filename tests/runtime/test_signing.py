@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from edgeport.export.bench.cli import main as bench_main
 from edgeport.export.bench.run import run_benchmark
 from edgeport.export.signing import sign_bundle
 from edgeport.runtime import Classifier
@@ -181,6 +182,9 @@ def test_edge_bench_refuses_an_unsigned_bundle(imagenet_bundle, keys, sample_pho
     shutil.copy(sample_photos[0], data)
     with pytest.raises(SignatureError, match="is not signed"):
         run_benchmark(str(imagenet_bundle), data, verify_key=keys["public"], cold_starts=0, progress=False)
+    result = CliRunner().invoke(bench_main, [str(imagenet_bundle), "--data", str(data), "--verify-key", str(keys["public"]),
+                                             "--cold-starts", "0", "--quiet"])
+    assert result.exit_code == 2 and "is not signed" in result.output
 
 
 def test_bad_verify_key_files_are_usage_errors(bundle, tmp_path):
