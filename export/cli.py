@@ -43,6 +43,15 @@ from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
 @click.option("--require-speedup", is_flag=True, help="Speed gate: every INT8 format must be faster than FP32 ONNX.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write a JSON report (per format: size, sha256, top-1, Δ vs torch, latency, gates), also on failure.")
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Sign the bundle with this elliptic-curve private key (PEM; OpenSSF model-signing, needs [signing]) as "
+                   "the last step of the atomic build: model.sig covers every file. Devices verify it with --verify-key. "
+                   "An encrypted key takes its password from $EDGEPORT_SIGN_KEY_PASSWORD.")
+@click.option("--sign-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="With --sign-key: sign with the certificate method; this is the key's signing certificate (PEM). "
+                   "Devices then verify with --verify-key CA.pem.")
+@click.option("--sign-cert-chain", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="With --sign-cert (required there): the issuing CA and intermediate certificates to carry in the signature (repeatable).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Local ImageNet state dict for a torchvision:<name> source (offline).")
 @debug_option

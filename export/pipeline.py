@@ -14,12 +14,14 @@ from edgeport.runtime.classifier import Classifier
 from edgeport.runtime.errors import UsageError, exit_code_for
 from edgeport.runtime.machine import cpu_info, library_versions
 from edgeport.runtime.manifest import LABELS_NAME, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, file_entries, write_json
+from edgeport.runtime.signing import device_key_ignored
 from edgeport.trainer.loading import load_model
 
 from .checks.evalset import load_eval_set
 from .checks.evaluate import compare_with_fp32, evaluate_formats
 from .checks.gates import apply_gates, raise_on_failed_gates
 from .checks.verify import verify_parity
+from .conformance import write_conformance_kit
 from .formats import BuildContext, parse_formats, require_calibration
 from .formats.calibration import select_calibration_images
 from .formats.int8_scheme import INT8_ENGINES
@@ -27,6 +29,7 @@ from .formats.nncf_int8 import AccuracyTarget
 from .formats.onnx_fp32 import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .formats.onnx_target import resolve_target
 from .samples import packaged_photos
+from .signing import BundleSigner
 from .staging import staging_bundle
 
 __all__ = ["ExportOptions", "export_bundle", "REPORT_SCHEMA_VERSION"]
@@ -52,6 +55,9 @@ class ExportOptions:
     weights: str | None = None
     report: str | Path | None = None  # JSON report path, written even when the export fails
     target_runtime: str | None = None  # "onnxruntime==X.Y" the ONNX files must load in (None: the declared floor)
+    sign_key: str | Path | None = None  # EC private key (PEM): sign the bundle, last step of the atomic build
+    sign_cert: str | Path | None = None  # with sign_key: the certificate method (signing certificate, PEM)
+    sign_cert_chain: tuple[str | Path, ...] = ()  # intermediate/CA certificates carried in the signature
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and self.eval_dir is None:
@@ -117,7 +123,8 @@ def export_bundle(
     try:
         opts = replace(options or ExportOptions(), **overrides)
         report["options"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
-        manifest = _export(source, Path(out_dir), opts, log, report)
+        with device_key_ignored():  # the export's own checks load unsigned staging files
+            manifest = _export(source, Path(out_dir), opts, log, report)
         report["bundle_written"] = True
         report.update(status="passed", exit_code=0, failure=None)
         return manifest
@@ -140,6 +147,10 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     needs_calib = any(f.needs_calibration for f in chosen)
     calib = select_calibration_images(Path(opts.calib_dir), opts.calib_size) if needs_calib else []
     onnx_target = resolve_target(opts.target_runtime)
+    if (opts.sign_cert or opts.sign_cert_chain) and not opts.sign_key:
+        raise UsageError("--sign-cert/--sign-cert-chain need --sign-key (the certificate's private key)")
+    # A bad key fails now, not after the export.
+    signer = BundleSigner(opts.sign_key, opts.sign_cert, opts.sign_cert_chain) if opts.sign_key else None
     src = load_model(source, weights=opts.weights)
     # Verify on the checkpoint's own validation images when they are still on disk, else packaged photos.
     verify_images = src.val_files or packaged_photos()
@@ -168,6 +179,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         format_entries["onnx"].update({"opset": opset, "ir_version": proto.ir_version, "input": INPUT_NAME, "output": OUTPUT_NAME})
         (staging / LABELS_NAME).write_text("\n".join(src.contract.labels) + "\n", encoding="utf-8")
+        conformance = write_conformance_kit(staging, format_entries, verify_images, verification, log)
         manifest: dict[str, Any] = {
             "schema_version": MANIFEST_SCHEMA_VERSION,
             "name": src.name,
@@ -181,6 +193,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             "cpu": cpu_info(),
             "int8_target_cpu": opts.target_cpu if needs_calib else None,
             "onnx_target": onnx_target.to_dict(),
+            "conformance": conformance,
         }
         # The manifest is complete enough for the runtime to open every format by now.
         write_json(staging / MANIFEST_NAME, manifest)
@@ -194,6 +207,10 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         write_json(staging / MANIFEST_NAME, manifest)
         report["formats"] = _report_formats(manifest)
         raise_on_failed_gates(manifest, opts.max_drop)
+        if signer is not None:  # last: the signature covers every file, the final manifest included
+            log(f"signing the bundle with {signer.key} …")
+            signer.sign(staging)
+            report["signed"] = True
     onnx_check = verification["onnx"]
     log(
         f"ok: {', '.join(format_entries)}; ONNX vs PyTorch on {onnx_check['images']} images: top-1 agreement "

@@ -140,16 +140,24 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
 
 
 def resolve_model(
-    path: str | os.PathLike, format: str | None = None, backend: str = "auto", verify: bool = True
+    path: str | os.PathLike, format: str | None = None, backend: str = "auto", verify: bool = True,
+    verify_key: str | os.PathLike | None = None,
 ) -> ResolvedModel:
     """A bundle directory (sha256 of the chosen format's files verified) or a single model file.
 
     In a bundle, ``format`` picks a format by name; otherwise the first format (in the manifest's
-    order) that runs on ``backend``; with neither, the first format, FP32 ONNX.
+    order) that runs on ``backend``; with neither, the first format, FP32 ONNX. With ``verify_key``
+    the bundle must carry a valid signature by that key first (``signing.require_signed``).
     """
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass an edge-export bundle directory or a model file")
+    check = None
+    if verify_key is not None:
+        from .signing import require_signed
+
+        check = require_signed(path, verify_key)
+        path = check.bundle if path.is_dir() else path  # load the folder that was verified, not a link switched since
     if path.is_file():
         return _resolve_file(path, backend, verify)
     manifest = read_manifest(path)
@@ -165,6 +173,8 @@ def resolve_model(
     entry_backend = entry.get("backend", "onnxruntime")
     if backend not in ("auto", entry_backend):
         raise ModelLoadError(f"format {format!r} runs on {entry_backend}, not {backend}")
+    if check is not None:  # the manifest read here is the one that was signed, for the files about to be loaded
+        check.vouch_for(manifest, _format_files(entry))
     blobs = _verified_format(path, manifest, entry, entry_backend) if verify else None
     # The path is only a name from here on; with verification the backend loads ``blobs``.
     return ResolvedModel(member_path(path, entry["file"]) if not verify else path / entry["file"], format, entry_backend,

@@ -6,14 +6,16 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .backends import create_backend
 from .bundle import resolve_model
+from .conformance import FormatResult, read_kit, self_test_classifier
 from .contract import PreprocessContract
-from .errors import ImageDecodeError
+from .errors import ConformanceError, ImageDecodeError, ModelLoadError, UsageError
 from .frames import Frame
 from .preprocess import (
     DEFAULT_MAX_ASPECT,
@@ -25,6 +27,8 @@ from .preprocess import (
     preprocess_fast,
 )
 from .records import UNKNOWN, StreamResult
+from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_record
+from .signing import bundle_root_of, verify_key_from
 
 __all__ = ["Classifier", "Prediction", "softmax"]
 
@@ -61,6 +65,8 @@ class Classifier:
     (DCT-domain downscaled decoding; same top-1 on ≥ 99.5% of photos, see benchmarks/README.md).
     ``max_pixels`` / ``max_aspect``: the work one image may cost (docs/device-limits.md); a picture past
     them gets an error result (a JPEG over the budget is draft-decoded within it instead).
+    ``verify_key`` (a PEM public key or PEM CA certificates; default ``$EDGEPORT_VERIFY_KEY``, ``False``
+    for none): the bundle must carry a model-signing signature it vouches for (docs/fleet-updates.md).
     """
 
     def __init__(
@@ -73,9 +79,13 @@ class Classifier:
         exact_preprocess: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_aspect: float = DEFAULT_MAX_ASPECT,
+        verify_key: str | os.PathLike | None | bool = None,
     ):
         self.limits = ImageLimits(max_pixels, max_aspect)  # checked before the model loads
-        resolved = resolve_model(path, format=format, backend=backend)
+        self.source_path = Path(path)
+        self.verify_key = verify_key_from(verify_key)
+        self._options = {"backend": backend, "threads": threads, "format": format}
+        resolved = resolve_model(path, format=format, backend=backend, verify_key=self.verify_key)
         self.model_path = resolved.path
         self.format = resolved.format
         self.manifest = resolved.manifest
@@ -84,6 +94,50 @@ class Classifier:
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
+        self._watcher: BundleWatcher | None = None
+
+    def reload(self) -> dict:
+        """Load the bundle now at this classifier's path, check it (sha256, signature when a key is set,
+        self-test) and swap to it; returns the ``model_swap`` record. On any failure this raises and the
+        old model keeps serving. Call it between frames, from the thread that classifies."""
+        if not self.source_path.is_dir():
+            raise UsageError(f"reload() needs a bundle directory (or a symlink to one); {self.source_path} is not one")
+        state = bundle_state(self.source_path)
+        if state is None:
+            raise ModelLoadError(f"no bundle at {self.source_path} right now (an update in progress?); try again")
+        old = identity(self)
+        candidate, self_test = load_checked(self, state)
+        self._adopt(candidate)
+        return swap_record(self.source_path, old, identity(self), self_test, self.verify_key is not None)
+
+    def auto_reload(self, on_event: Callable[[dict], None], interval: float = 1.0) -> BundleWatcher:
+        """Watch the bundle path in the background; ``stream()`` swaps to a new bundle between two frames once
+        it passed every check. ``on_event`` gets one record per swap or rejected update (docs/fleet-updates.md)."""
+        self.stop_reload()
+        self._watcher = BundleWatcher(self, on_event, interval).start()
+        return self._watcher
+
+    def stop_reload(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    def _adopt(self, other: Classifier) -> None:
+        """Take over ``other``'s loaded model (the swap itself: a few attribute assignments, no I/O)."""
+        self.model_path, self.format, self.manifest = other.model_path, other.format, other.manifest
+        self._backend, self.contract = other._backend, other.contract
+
+    def self_test(self) -> FormatResult:
+        """Replay the bundle's conformance kit on this loaded format, on this machine (docs/fleet-updates.md):
+        max |Δlogit| and top-1 agreement against the export's logits, preprocessing max |Δ|."""
+        root = bundle_root_of(self.model_path) if self.manifest is not None else None
+        if root is None:
+            raise ConformanceError(f"{self.model_path} is not in a bundle: a self-test needs the bundle's conformance kit")
+        fmt = self.format or next((n for n, e in self.manifest["formats"].items()
+                                   if (root / e["file"]).resolve() == self.model_path.resolve()), None)
+        if fmt is None:
+            raise ConformanceError(f"{self.model_path} is not a format of {root}; pass the bundle directory")
+        return self_test_classifier(self, read_kit(root), fmt)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -140,6 +194,8 @@ class Classifier:
         """
         items = (f if isinstance(f, Frame) else Frame(describe_source(f), f, color=color) for f in frames)
         while chunk := list(itertools.islice(items, batch)):
+            if self._watcher is not None:
+                self._watcher.take()  # a checked new bundle is swapped in here, between two frames
             yield from self._classify_chunk(chunk, top_k, threshold)
 
     def _classify_chunk(self, chunk: list[Frame], top_k: int, threshold: float | None) -> list[StreamResult]:

@@ -8,7 +8,9 @@ that cannot be opened (or a watched folder that disappears); 1 an internal error
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 import time
 
 import click
@@ -16,6 +18,7 @@ import click
 from .backends import backend_names
 from .classifier import Classifier
 from .cli_support import debug_option, exit_on_error
+from .conformance import self_test_bundle
 from .errors import EdgeportError, ExitCode
 from .formats import format_names
 from .frames import camera_frames, file_frames, paced, video_frames, watch_frames
@@ -23,6 +26,7 @@ from .inputs import expand_inputs
 from .preprocess import DEFAULT_MAX_PIXELS
 from .records import OUTPUT_FORMATS, Summary, csv_header, format_record, to_record
 from .shutdown import SigtermStop, Terminated
+from .signing import VERIFY_KEY_ENV
 
 
 def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started):
@@ -39,6 +43,17 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
     if watch:
         return paced(watch_frames(watch, idle_timeout=watch_timeout, max_files=max_files, since=started), max_fps)
     return paced(file_frames(expand_inputs(inputs)), max_fps)
+
+
+def _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug) -> None:
+    """``--self-test``: the report on stdout (JSON with --output-format jsonl), exit 0 or 1."""
+    if inputs or video or camera is not None or watch:
+        raise click.UsageError("--self-test runs the bundle's own reference images; give no INPUTS, --video, --camera or --watch")
+    with exit_on_error(debug):
+        report = self_test_bundle(model, formats=[model_format] if model_format else None, threads=threads,
+                                  verify_key=verify_key or False)
+    click.echo(json.dumps(report.to_dict()) if fmt == "jsonl" else report.text())
+    sys.exit(ExitCode.OK if report.passed else ExitCode.SELF_TEST_FAILED)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,11 +83,24 @@ def _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_fil
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Pixel budget per image: larger pictures get an error record (a JPEG is draft-decoded within it).")
+@click.option("--verify-key", envvar=VERIFY_KEY_ENV, type=click.Path(dir_okay=False), default=None,
+              help=f"Serve only bundles signed by this EC public key, or by a certificate of this CA (PEM; needs [signing]); "
+                   f"${VERIFY_KEY_ENV} sets it for a device.")
+@click.option("--self-test", is_flag=True,
+              help="Replay the bundle's conformance kit on this machine, per format (or --model-format): max |Δlogit|, "
+                   "top-1 agreement, preprocessing max |Δ|. Exit 0 when every format is within its tolerance, else 3.")
+@click.option("--reload", "hot_reload", is_flag=True,
+              help="Watch MODEL (a bundle folder or a symlink to one) and swap to a new bundle between two frames once it "
+                   "passed sha256, signature (with --verify-key) and self-test; a failed check keeps the old model. One JSON "
+                   "record per swap or rejected update (on stdout with --output-format jsonl, else stderr).")
+@click.option("--reload-interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="--reload: seconds between looks at MODEL.")
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | None, watch: str | None, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int, exact_preprocess: bool,
-         max_pixels: int, debug: bool) -> None:
+         max_pixels: int, verify_key: str | None, self_test: bool, hot_reload: bool, reload_interval: float,
+         debug: bool) -> None:
     """Classify INPUTS (image files, folders — recursive, sorted — or '-' for paths on stdin), a --video,
     a --camera or a --watch folder with MODEL (an edge-export bundle directory, an .onnx file or an
     OpenVINO .xml). Preprocessing and labels come from the model itself. One record per frame on
@@ -80,24 +108,36 @@ def main(model: str, inputs: tuple[str, ...], video: str | None, camera: int | N
     started = time.time()  # --watch: files written while the model loads count as new
     if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 terminal gets escapes, not a UnicodeEncodeError mid-run
         sys.stdout.reconfigure(errors="backslashreplace")
+    if self_test:
+        _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug)
     with exit_on_error(debug):  # a model, video, camera or folder that cannot be opened: its error type's code
         frames = _frames(inputs, video, camera, watch, every, max_fps, watch_timeout, max_files, started)
         clf = Classifier(model, backend=backend, format=model_format, threads=threads, batch_size=batch,
-                         exact_preprocess=exact_preprocess, max_pixels=max_pixels)
+                         exact_preprocess=exact_preprocess, max_pixels=max_pixels, verify_key=verify_key or False)
         summary, stopped, failure = Summary(started=time.perf_counter()), None, None
+        echo_lock = threading.Lock()  # reload records come from the watcher thread too: whole lines only
+
+        def echo(text: str, err: bool = False) -> None:
+            with echo_lock:
+                click.echo(text, err=err)
+
+        if hot_reload:
+            clf.auto_reload(lambda record: echo(json.dumps(record, ensure_ascii=False), err=fmt != "jsonl"), reload_interval)
         if fmt == "csv":
             click.echo(csv_header())
         with SigtermStop() as sigterm:
             try:
                 for result in clf.stream(sigterm.frames(frames), top_k=top_k, threshold=threshold, batch=batch):
                     summary.add(result)  # counted before printed: a Ctrl-C in between never loses a shown record
-                    click.echo(format_record(to_record(result), fmt))
+                    echo(format_record(to_record(result), fmt))
             except KeyboardInterrupt:
                 stopped = "interrupted"
             except Terminated:
                 pass
             except EdgeportError as exc:  # the source failed mid-stream (a watched folder removed): summary first
                 failure = exc
+            finally:
+                clf.stop_reload()
             if sigterm.requested:
                 stopped = "terminated"
     name = clf.format or clf.model_path.name

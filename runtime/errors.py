@@ -18,6 +18,8 @@ __all__ = [
     "ModelLoadError",
     "IntegrityError",
     "ManifestError",
+    "SignatureError",
+    "ConformanceError",
     "DataError",
     "WeightsNotFoundError",
     "VerificationError",
@@ -70,6 +72,12 @@ class IntegrityError(ModelLoadError):
 
 class ManifestError(ModelLoadError):
     """A bundle's manifest.json is malformed, oversized, or points outside its bundle; the message names the field."""
+class SignatureError(IntegrityError):
+    """A verify key is set and the bundle is unsigned, signed by another key, or changed after signing."""
+
+
+class ConformanceError(ModelLoadError):
+    """The bundle's conformance kit is missing or malformed, or this runtime does not reproduce it."""
 
 
 class DataError(EdgeportError):
@@ -114,6 +122,7 @@ class ExitCode:
     ACCURACY_GATE = 4  # a format is further below PyTorch than --max-drop
     SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
+    SELF_TEST_FAILED = 3  # edge-predict --self-test: this runtime does not reproduce the export (as VERIFICATION)
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
     TERMINATED = 143  # SIGTERM (systemd, Docker): the current frame finished, the summary printed (128 + 15)
 

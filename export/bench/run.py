@@ -54,6 +54,7 @@ class BenchOptions:
     calib_size: int = 100
     top_k: int = 5
     progress: bool = True
+    verify_key: str | Path | None = None  # PEM public key the bundle must be signed by (None: $EDGEPORT_VERIFY_KEY)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.runs < 1 or self.warmup < 0 or self.e2e_images < 1 or self.cold_starts < 0:
@@ -195,8 +196,8 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
         format_rows = _format_rows(model_path)
         available = ([TORCH] if spec else []) + list(format_rows)
         chosen = _requested(opts.formats, available)
-        clfs = {n: Classifier(model_path, format=format_rows[n]["open"], threads=opts.threads, batch_size=opts.batch)
-                for n in chosen if n != TORCH}
+        clfs = {n: Classifier(model_path, format=format_rows[n]["open"], threads=opts.threads, batch_size=opts.batch,
+                               verify_key=opts.verify_key) for n in chosen if n != TORCH}
         contract = next(iter(clfs.values())).contract if clfs else None
         ref, torch_status = find_reference(spec, opts.threads) if TORCH in chosen or spec else (None, "no PyTorch source known")
         if contract is None:

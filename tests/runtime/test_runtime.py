@@ -81,7 +81,8 @@ def test_missing_model_and_wrong_file_type(tmp_path):
 
 def test_manifest_lists_every_file_with_its_sha256(imagenet_bundle):
     manifest = json.loads((imagenet_bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "labels.txt"}
+    kit = {f for f in manifest["files"] if f.startswith("conformance/")}  # the self-test kit (docs/fleet-updates.md)
+    assert set(manifest["files"]) - kit == {"model.onnx", "labels.txt"} and "conformance/kit.json" in kit
     for name, entry in manifest["files"].items():
         assert entry["bytes"] == (imagenet_bundle / name).stat().st_size
     assert manifest["contract"]["labels"][281] == "tabby"
