@@ -56,9 +56,9 @@ def _read_member(bundle_dir: Path, name: str, expected_size: int | None) -> byte
         if not stat.S_ISREG(info.st_mode):
             raise ModelLoadError(f"bundle {bundle_dir}: {name} is not a regular file; re-run edge-export")
         if expected_size is not None and info.st_size != expected_size:
-            raise IntegrityError(f"{bundle_dir / name} has {info.st_size} bytes, not the {expected_size} recorded in "
-                                 f"{MANIFEST_NAME}: the file was modified or corrupted after export; restore it from "
-                                 "your release or re-run edge-export")
+            raise IntegrityError(f"{bundle_dir / name} does not match its sha256 in {MANIFEST_NAME} (it has "
+                                 f"{info.st_size} bytes, not the {expected_size} recorded, so it was not read): the file "
+                                 "was modified or corrupted after export; restore it from your release or re-run edge-export")
         return fh.read()
 
 
