@@ -89,6 +89,8 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
     if backend == "onnxruntime":
         model_key = posixpath.basename(entry["file"])
         for location in sorted(external_data_files(blobs[model_key], source=str(bundle_dir / entry["file"]))):
+            if location in blobs:  # listed among the format's own files: verified above
+                continue
             member = posixpath.normpath(posixpath.join(model_dir, location)) if model_dir else location
             check_member_name(member, f"external data {location!r} of {entry['file']}", bundle_dir / MANIFEST_NAME)
             if member not in manifest["files"]:
