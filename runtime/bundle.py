@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IntegrityError, ModelLoadError
-from .manifest import MANIFEST_NAME, check_member_name, member_path, read_manifest
+from .manifest import MANIFEST_NAME, check_member_name, is_bundle_manifest, member_path, read_manifest
 from .onnx_external import external_data_files
 
 __all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
@@ -105,10 +105,10 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
 def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
     """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
     that bundle has files in the file's folder (``openvino/model.xml``)."""
-    if (real.parent / MANIFEST_NAME).is_file():
+    if (real.parent / MANIFEST_NAME).is_file() and is_bundle_manifest(real.parent):
         return real.parent, read_manifest(real.parent)
     above = real.parent.parent
-    if above != real.parent and (above / MANIFEST_NAME).is_file():
+    if above != real.parent and (above / MANIFEST_NAME).is_file() and is_bundle_manifest(above):
         manifest = read_manifest(above)
         if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
             return above, manifest
