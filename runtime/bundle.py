@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IntegrityError, ModelLoadError
-from .manifest import MANIFEST_NAME, check_member_name, member_path, read_manifest
+from .manifest import MANIFEST_NAME, check_member_name, is_bundle_manifest, member_path, read_manifest
 from .onnx_external import external_data_files
 
 __all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
@@ -56,9 +56,9 @@ def _read_member(bundle_dir: Path, name: str, expected_size: int | None) -> byte
         if not stat.S_ISREG(info.st_mode):
             raise ModelLoadError(f"bundle {bundle_dir}: {name} is not a regular file; re-run edge-export")
         if expected_size is not None and info.st_size != expected_size:
-            raise IntegrityError(f"{bundle_dir / name} has {info.st_size} bytes, not the {expected_size} recorded in "
-                                 f"{MANIFEST_NAME}: the file was modified or corrupted after export; restore it from "
-                                 "your release or re-run edge-export")
+            raise IntegrityError(f"{bundle_dir / name} does not match its sha256 in {MANIFEST_NAME} (it has "
+                                 f"{info.st_size} bytes, not the {expected_size} recorded, so it was not read): the file "
+                                 "was modified or corrupted after export; restore it from your release or re-run edge-export")
         return fh.read()
 
 
@@ -89,6 +89,8 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
     if backend == "onnxruntime":
         model_key = posixpath.basename(entry["file"])
         for location in sorted(external_data_files(blobs[model_key], source=str(bundle_dir / entry["file"]))):
+            if location in blobs:  # listed among the format's own files: verified above
+                continue
             member = posixpath.normpath(posixpath.join(model_dir, location)) if model_dir else location
             check_member_name(member, f"external data {location!r} of {entry['file']}", bundle_dir / MANIFEST_NAME)
             if member not in manifest["files"]:
@@ -103,10 +105,10 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
 def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
     """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
     that bundle has files in the file's folder (``openvino/model.xml``)."""
-    if (real.parent / MANIFEST_NAME).is_file():
+    if (real.parent / MANIFEST_NAME).is_file() and is_bundle_manifest(real.parent):
         return real.parent, read_manifest(real.parent)
     above = real.parent.parent
-    if above != real.parent and (above / MANIFEST_NAME).is_file():
+    if above != real.parent and (above / MANIFEST_NAME).is_file() and is_bundle_manifest(above):
         manifest = read_manifest(above)
         if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
             return above, manifest

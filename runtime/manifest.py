@@ -19,7 +19,7 @@ from .atomic import atomic_write_bytes
 from .errors import ManifestError, ModelLoadError
 
 __all__ = ["MANIFEST_NAME", "LABELS_NAME", "MANIFEST_SCHEMA_VERSION", "MAX_MANIFEST_BYTES", "sha256_file", "read_manifest",
-           "write_json", "file_entries", "member_path", "check_member_name"]
+           "write_json", "file_entries", "member_path", "check_member_name", "is_bundle_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -138,6 +138,16 @@ def _check_formats(path: Path, formats: Any, files: dict[str, Any]) -> None:
         backend = entry.get("backend", "onnxruntime")
         if not isinstance(backend, str):
             raise ManifestError(f"{path}: {field}.backend must be a string, got {type(backend).__name__}")
+
+
+def is_bundle_manifest(folder: Path) -> bool:
+    """Whether ``folder/manifest.json`` is meant as an edgeport bundle manifest (it has ``files`` or ``formats``),
+    as opposed to another tool's file of that name. One that cannot even be read counts as meant: refuse, not skip."""
+    try:
+        data = _load_json(Path(folder) / MANIFEST_NAME, Path(folder))
+    except ModelLoadError:
+        return True
+    return isinstance(data, dict) and ("files" in data or "formats" in data)
 
 
 def read_manifest(bundle_dir: Path) -> dict[str, Any]:

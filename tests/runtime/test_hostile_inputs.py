@@ -134,6 +134,14 @@ def test_2_a_symlink_or_unlisted_copy_inside_a_bundle_is_verified_as_part_of_it(
         Classifier(bundle / "copy.onnx")
 
 
+def test_2_an_unrelated_manifest_two_folders_up_does_not_claim_a_model(tmp_path):
+    """Only a bundle with files in the model's folder vouches for it from one folder up (``openvino/model.xml``)."""
+    (tmp_path / "manifest.json").write_text('{"name": "a web app", "icons": []}')
+    model = colour_model(tmp_path / "models" / "colours.onnx")
+    clf = Classifier(model)
+    assert clf.manifest is None and clf.predict(solid(tmp_path / "red.png")).label == "red"
+
+
 # ---- 3. Malformed manifests ------------------------------------------------------------------------------------
 
 MALFORMED = {
