@@ -1,9 +1,9 @@
 """``edge-predict``: classify files, folders, a video, a camera or a watched folder, torch-free.
 
-Exit codes (``errors.ExitCode``, docs/device-limits.md): 0 every input classified; 6 some inputs failed
+Exit codes (``errors.ExitCode``, docs/exit-codes.md): 0 every input classified; 6 some inputs failed
 (each has an error record, the rest were still classified); 2 bad usage, including a model or a source
-that cannot be opened (or a watched folder that disappears); 1 an internal error; 130 stopped by Ctrl-C,
-143 stopped by SIGTERM (both after printing the summary).
+that cannot be opened (or a watched folder that disappears); 3 a failed --self-test; 1 an internal error;
+130 stopped by Ctrl-C, 143 stopped by SIGTERM (both after printing the summary).
 """
 
 from __future__ import annotations
