@@ -16,6 +16,7 @@ __all__ = [
     "ImageDecodeError",
     "FrameSourceError",
     "ModelLoadError",
+    "WorkerFailedError",
     "IntegrityError",
     "DataError",
     "WeightsNotFoundError",
@@ -99,6 +100,10 @@ class LayerNameError(EdgeportError):
     """A layer asked for by name (explain tools) is not in the model; the message lists valid names."""
 
 
+class WorkerFailedError(EdgeportError):
+    """A process of a multi-process training job (torchrun) died, failed or timed out; the job was stopped."""
+
+
 class ExitCode:
     """Exit codes of every edgeport CLI; stable and documented (docs/exit-codes.md)."""
 
@@ -109,6 +114,7 @@ class ExitCode:
     ACCURACY_GATE = 4  # a format is further below PyTorch than --max-drop
     SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
+    WORKER_FAILED = 7  # edge-train --nproc-per-node: a training process died or timed out; torchrun stopped the job
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
 
 
@@ -118,6 +124,7 @@ EXIT_CODES: dict[type[EdgeportError], tuple[str, int]] = {
     VerificationError: ("verification", ExitCode.VERIFICATION),
     AccuracyGateError: ("accuracy_gate", ExitCode.ACCURACY_GATE),
     SpeedGateError: ("speed_gate", ExitCode.SPEED_GATE),
+    WorkerFailedError: ("worker_failed", ExitCode.WORKER_FAILED),
 }
 
 
