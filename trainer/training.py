@@ -305,6 +305,9 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     if state is not None and state["classes"] != split.classes:
         raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
                          f"{split.classes}; pass the same DATA_DIR")
+    if state is not None and state.get("world_size", 1) != ctx.world_size:  # the schedule counts per-process steps
+        raise UsageError(f"--resume {out_dir}: the run used {state.get('world_size', 1)} process(es), this one "
+                         f"{ctx.world_size}; resume with the same number")
     found = None
     if config.lr == "auto":
         found = _on_main(ctx, lambda: _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict())
@@ -387,7 +390,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                     "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
-                    "lr_find": metrics["lr_find"], "throughput": throughput,
+                    "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
                 })
                 reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})
     metrics.update(best=best, history=history, throughput=throughput)

@@ -175,10 +175,14 @@ def test_a_killed_rank_ends_the_job_with_an_error_within_the_timeout(small_data,
 def test_resume_after_the_whole_job_is_killed_continues_from_last_pt(small_data, tmp_path):
     out = tmp_path / "run"
     cmd = _edge_train(str(small_data), *COMMON, "--epochs", "2", "--nproc-per-node", "2", "--out", str(out))
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(out / "last.pt", proc, time.monotonic() + 300)
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers at once, like a lost node
+        deadline = time.monotonic() + 300
+        _wait_for(out / "last.pt", proc, deadline)
+        job = [psutil.Process(proc.pid), *_workers(psutil.Process(proc.pid), 2, deadline)]
+        for p in job:  # the launcher and both workers at once, like a lost node (torchrun's workers
+            p.send_signal(signal.SIGKILL)  # have their own process groups: killpg would miss them)
+        psutil.wait_procs(job, timeout=60)
     finally:
         proc.wait(timeout=60)
     killed_at = torch.load(out / "last.pt", weights_only=True)
