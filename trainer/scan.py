@@ -26,36 +26,37 @@ _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
 _TAIL_BYTES = 1024
 #: Above this many files a scan shows a progress bar.
 _PROGRESS_FROM = 2000
+_CHUNK = 128
 
 
-def _has_end_marker(path: Path, marker: bytes) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, fh.tell() - _TAIL_BYTES))
-        return marker in fh.read()
+def _has_end_marker(fh, marker: bytes) -> bool:
+    fh.seek(0, os.SEEK_END)
+    fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+    return marker in fh.read()
 
 
 def _header_reason(path: Path) -> str | None:
     """Why ``path`` is not a usable image judged from its header and tail, or None."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+    with open(path, "rb") as fh:  # one open for the header and the tail
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(fh)
                 width, height = img.size
                 fmt = img.format
-    except UnidentifiedImageError:
-        what = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image Pillow can decode"
-        return f"{what}; remove it or replace it with a JPEG/PNG"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"refused as a possible decompression bomb ({exc}); downscale the image first"
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"corrupt image header ({exc}); re-encode or remove it"
-    if width < 1 or height < 1:
-        return f"image has no pixels ({width}×{height}); remove it"
-    marker = _END_MARKERS.get(fmt or "")
-    if marker is not None and not _has_end_marker(path, marker):
-        return _decode_reason(path)  # possibly truncated: only a decode can tell
-    return None
+        except UnidentifiedImageError:
+            what = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image Pillow can decode"
+            return f"{what}; remove it or replace it with a JPEG/PNG"
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return f"refused as a possible decompression bomb ({exc}); downscale the image first"
+        except (OSError, SyntaxError, ValueError) as exc:
+            return f"corrupt image header ({exc}); re-encode or remove it"
+        if width < 1 or height < 1:
+            return f"image has no pixels ({width}×{height}); remove it"
+        marker = _END_MARKERS.get(fmt or "")
+        if marker is None or _has_end_marker(fh, marker):
+            return None
+    return _decode_reason(path)  # possibly truncated: only a decode can tell
 
 
 def _decode_reason(path: Path) -> str | None:
@@ -79,7 +80,7 @@ def check_image(path: str | os.PathLike, mode: str = "header") -> str | None:
 
 def scan_threads() -> int:
     """Threads for a scan: checks wait on the disk (and Pillow's decoder releases the GIL), so more than the cores."""
-    return min(32, 4 * (os.cpu_count() or 1))
+    return min(32, 2 * (os.cpu_count() or 1))
 
 
 def check_images(paths: list[Path], mode: str = "header", threads: int | None = None,
@@ -90,8 +91,13 @@ def check_images(paths: list[Path], mode: str = "header", threads: int | None = 
     threads = threads or scan_threads()
     if threads == 1 or len(paths) < 2:
         return [check_image(p, mode) for p in paths]
-    with ThreadPoolExecutor(threads) as pool:
-        results = pool.map(lambda p: check_image(p, mode), paths, chunksize=64)
-        bar = tqdm(results, total=len(paths), desc=f"scan ({mode})", unit="file", leave=False,
-                   disable=not progress or len(paths) < _PROGRESS_FROM)
-        return list(bar)
+    # Chunks, not one task per file: a thread-pool task costs about as much as a header check.
+    chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    out: list[str | None] = []
+    with ThreadPoolExecutor(threads) as pool, \
+            tqdm(total=len(paths), desc=f"scan ({mode})", unit="file", leave=False,
+                 disable=not progress or len(paths) < _PROGRESS_FROM) as bar:
+        for part in pool.map(lambda chunk: [check_image(p, mode) for p in chunk], chunks):
+            out += part
+            bar.update(len(part))
+    return out
