@@ -6,6 +6,7 @@ import os
 
 import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
+from edgeport.runtime.errors import UsageError
 
 from .registry import STRATEGIES, arch_names, aug_names
 
@@ -122,6 +123,8 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
         if nproc_per_node > 1:
             from .launch import launch
 
+            if lr_find_only:
+                raise UsageError("--lr-find runs in one process; drop --nproc-per-node")
             launch(click.get_current_context().meta["edgeport.argv"], nproc_per_node)
             return
         from .training import TrainConfig, find_lr, fit  # torch import deferred so --help is instant

@@ -39,6 +39,7 @@ class Dist:
     backend: str | None = None  # None: one process, no process group
     device: torch.device = torch.device("cpu")
     timeout_s: float = DEFAULT_TIMEOUT_S
+    owns_group: bool = False  # opened here (closed by ``close``), not by the caller's own script
 
     @contextmanager
     def _collective(self, what: str) -> Iterator[None]:
@@ -91,7 +92,7 @@ class Dist:
                 dist.barrier(device_ids=[self.device.index] if self.backend == "nccl" else None)
 
     def close(self) -> None:
-        if self.active and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
     def _comm_device(self) -> torch.device:
@@ -118,14 +119,18 @@ def init_distributed(device_name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()
+    if owns_group:
         kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **kwargs)
         except (RuntimeError, dist.DistError) as exc:
             raise WorkerFailedError(f"rank {rank}: could not join the {world_size}-process group ({exc}); check that "
                                     "every node reaches --rdzv-endpoint and runs the same command") from exc
-    return Dist(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend, device=device, timeout_s=timeout_s)
+    else:
+        backend = dist.get_backend()  # the caller's own process group
+    return Dist(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend, device=device, timeout_s=timeout_s,
+                owns_group=owns_group)
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:

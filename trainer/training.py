@@ -33,7 +33,15 @@ from . import reports
 from .augment import train_transforms
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
-from .devices import default_workers, resolve_device, seed_everything, use_channels_last, use_grad_scaler
+from .devices import (
+    amp_dtype,
+    default_workers,
+    resolve_device,
+    seed_everything,
+    use_amp,
+    use_channels_last,
+    use_grad_scaler,
+)
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, merge_shards, shard_indices
 from .lr_find import lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
@@ -328,6 +336,8 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
     metrics: dict[str, Any] = {"config": asdict(config), "device": str(device), "world_size": ctx.world_size,
                                "backend": ctx.backend, "global_batch": config.batch_size, "per_process_batch": per_rank,
+                               "amp": str(amp_dtype(device)).removeprefix("torch.") if use_amp(device) else None,
+                               "channels_last": use_channels_last(device),
                                "data": {k: v for k, v in split.report().items() if k != "skipped"},
                                "skipped": split.skipped, "lr_find": found}
     scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))

@@ -91,6 +91,18 @@ def test_amp_is_bf16_where_supported_else_fp16_with_a_scaler(monkeypatch):
     assert not use_grad_scaler(cpu)
 
 
+def test_cuda_processes_take_the_gpu_of_their_local_rank(monkeypatch):
+    from edgeport.runtime.errors import UsageError
+    from edgeport.trainer.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the decision is tested
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cpu", local_rank=1) == torch.device("cpu")
+    with pytest.raises(UsageError, match="one process per GPU"):
+        resolve_device("cuda", local_rank=2)
+
+
 def test_nproc_per_node_inside_torchrun_is_refused(small_data, tmp_path):
     env = {**_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
     proc = subprocess.run(_edge_train(str(small_data), "--nproc-per-node", "2", "--out", str(tmp_path / "o")),
