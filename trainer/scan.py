@@ -5,6 +5,9 @@ reads what Pillow needs to name the format and the size (and refuses decompressi
 looks for the format's end marker in the file's last KiB: a JPEG without ``FF D9`` or a PNG without
 ``IEND`` there is decoded in full, so truncated files are still caught here. Corrupt data that
 only a decode can find is skipped and reported by the loader instead (``data.ImageListDataset``).
+
+The threads overlap waits on the disk (a network disk for a large data set). With the files in the
+page cache the check is Python work under the GIL, and 1, 2 or 4 threads scan alike (measured).
 """
 
 from __future__ import annotations
