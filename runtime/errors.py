@@ -16,6 +16,7 @@ __all__ = [
     "ImageDecodeError",
     "FrameSourceError",
     "ModelLoadError",
+    "WorkerFailedError",
     "IntegrityError",
     "ManifestError",
     "SignatureError",
@@ -112,6 +113,10 @@ class LayerNameError(EdgeportError):
     """A layer asked for by name (explain tools) is not in the model; the message lists valid names."""
 
 
+class WorkerFailedError(EdgeportError):
+    """A process of a multi-process training job (torchrun) died, failed or timed out; the job was stopped."""
+
+
 class ExitCode:
     """Exit codes of every edgeport CLI; stable and documented (docs/exit-codes.md)."""
 
@@ -123,6 +128,7 @@ class ExitCode:
     SPEED_GATE = 5  # an INT8 format is not faster than FP32 with --require-speedup
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
     SELF_TEST_FAILED = 3  # edge-predict --self-test: this runtime does not reproduce the export (as VERIFICATION)
+    WORKER_FAILED = 7  # edge-train --nproc-per-node: a training process died or timed out; torchrun stopped the job
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
     TERMINATED = 143  # SIGTERM (systemd, Docker): the current frame finished, the summary printed (128 + 15)
 
@@ -133,6 +139,7 @@ EXIT_CODES: dict[type[EdgeportError], tuple[str, int]] = {
     VerificationError: ("verification", ExitCode.VERIFICATION),
     AccuracyGateError: ("accuracy_gate", ExitCode.ACCURACY_GATE),
     SpeedGateError: ("speed_gate", ExitCode.SPEED_GATE),
+    WorkerFailedError: ("worker_failed", ExitCode.WORKER_FAILED),
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
+from edgeport.runtime.errors import UsageError
 
 from .registry import STRATEGIES, arch_names, aug_names
 
@@ -26,6 +29,14 @@ def _parse_lr(ctx: click.Context, param: click.Parameter, value: str) -> float |
     return lr
 
 
+class TrainCommand(click.Command):
+    """Keeps the raw arguments, which ``--nproc-per-node`` hands on to every torchrun process."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["edgeport.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
 def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None or value == "full":
         return None
@@ -34,7 +45,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
     return int(value)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100})
+@click.command(cls=TrainCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100})
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--arch", type=click.Choice(arch_names()), default="mobilenet_v2", help="Architecture (torchvision's; efficientnet_lite0 via timm).")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="finetune",
@@ -54,7 +65,9 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Only run the LR finder: write OUT/lr_find.png, print the valley and steepest LRs, train nothing.")
 @click.option("--lr-find-iters", type=click.IntRange(min=5), default=100,
               help="Mini-batches the LR finder sweeps (1e-7 → 10; it stops early when the loss explodes).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16,
+              help="Global batch: with N processes each takes batch-size/N (it must divide evenly); the LR applies "
+                   "to the global batch, so adding processes changes neither.")
 @click.option("--valid-pct", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               help="Validation share when DATA_DIR has no train/ and val/ folders.")
 @click.option("--seed", type=int, default=0, help="Same seed, same split and (on CPU) same run.")
@@ -67,16 +80,31 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--label-from", default="folder", metavar="folder|regex:PATTERN",
               help="Class of each image: its folder, or the first capture group of PATTERN searched in the file "
                    "name, e.g. 'regex:^([A-Za-z_]+)_\\d+' (Oxford-Pets). Files that do not match are listed as skipped.")
+@click.option("--labels-csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Labels from a CSV with a header 'path,label' (paths relative to DATA_DIR; FILE itself as given or "
+                   "inside DATA_DIR). An optional 'valid' column (1/0) fixes the split.")
+@click.option("--val-csv", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --labels-csv: a CSV 'path[,label]' of the validation images (a fixed split instead of --valid-pct).")
+@click.option("--scan", type=click.Choice(["header", "full"]), default="header",
+              help="header: check files cheaply in parallel (format, size, end marker); images that still fail to "
+                   "decode are skipped by the loader and listed in data_report.json. full: decode every file first.")
 @click.option("--aug", type=click.Choice(aug_names()), default="light",
               help="Augmentation preset: none (eval crop), light (random crop + flip), strong (+ rotation, colour jitter).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train",
               help="Run folder: best.pt, last.pt, metrics.json/.csv, curves.png, confusion_matrix.png, top_losses.png.")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="RUN_DIR",
               help="Continue a killed run from RUN_DIR/last.pt with its saved settings (the options above are ignored).")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
+              help="Train data-parallel in N processes on this machine (torchrun --standalone; one per GPU on CUDA, "
+                   "gloo on CPU). For several machines run torchrun yourself (docs/distributed-training.md).")
+@click.option("--dist-timeout", type=click.FloatRange(min=1), default=1800.0, metavar="SECONDS",
+              help="Multi-process runs: how long a process waits for the others (rank 0's scan and LR finder included) "
+                   "before the job fails instead of hanging.")
 @debug_option
 def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
-         workers: int | None, weights: str | None, label_from: str, aug: str, out_dir: str, resume_dir: str | None,
+         workers: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
+         scan: str, aug: str, out_dir: str, resume_dir: str | None, nproc_per_node: int, dist_timeout: float,
          debug: bool) -> None:
     """Fine-tune --arch on DATA_DIR: either DATA_DIR/{train,val}/<class>/ images, or DATA_DIR/<class>/
     images split by --valid-pct. Writes OUT/best.pt (for edge-export), OUT/last.pt (for --resume),
@@ -87,22 +115,35 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
       learn.lr_find()            --lr-find
       learn.fine_tune(3, 5e-3)   --epochs 3 --freeze-epochs 1 --lr 5e-3   (the default)
       learn.fit_one_cycle(...)   --strategy head / full
+
+    \b
+    Several processes (DDP): --nproc-per-node N, or torchrun --nproc-per-node N -m edgeport.trainer DATA_DIR …
     """
     with exit_on_error(debug):
+        if nproc_per_node > 1:
+            from .launch import launch
+
+            if lr_find_only:
+                raise UsageError("--lr-find runs in one process; drop --nproc-per-node")
+            launch(click.get_current_context().meta["edgeport.argv"], nproc_per_node)
+            return
         from .training import TrainConfig, find_lr, fit  # torch import deferred so --help is instant
 
         if resume_dir is not None:
-            result = fit(data_dir, resume_dir, TrainConfig(), resume=True)
+            result = fit(data_dir, resume_dir, TrainConfig(), resume=True, dist_timeout=dist_timeout)
         else:
             config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
                                  lr_mult=lr_mult, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
-                                 workers=workers, weights=weights, label_from=label_from, aug=aug)
+                                 workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
+                                 labels_csv=labels_csv, val_csv=val_csv)
             if lr_find_only:
                 found = find_lr(data_dir, out_dir, config)
                 click.echo(f"suggested LR: valley {found.valley:.2e}, steep {found.steep:.2e}")
                 return
-            result = fit(data_dir, out_dir, config)
+            result = fit(data_dir, out_dir, config, dist_timeout=dist_timeout)
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 says it
     best = result.best
     click.echo(f"best val accuracy {best['val_accuracy']:.4f} (epoch {best['epoch']}) → {result.best_path}")
 

@@ -12,10 +12,12 @@ import torch
 from edgeport.runtime.errors import DataError, ImageDecodeError
 from edgeport.runtime.inputs import IMAGE_SUFFIXES
 from edgeport.runtime.preprocess import load_image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+
+from .scan import check_images
 
 __all__ = ["Sample", "LabelFunc", "DataSplit", "HEAVY_IMBALANCE_RATIO", "scan_image_folder", "parse_label_from",
-           "regex_label_func", "ImageListDataset"]
+           "regex_label_func", "ImageListDataset", "collate_with_failures", "RecordingLoader"]
 
 Sample = tuple[Path, int]
 
@@ -68,19 +70,20 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _collect(class_dir: Path, skipped: list[dict[str, str]]) -> list[Path]:
-    """Decodable images of one class folder; everything else goes to ``skipped`` with the reason."""
-    good = []
+def _collect(class_dir: Path, skipped: list[dict[str, str]], scan: str = "header") -> list[Path]:
+    """Usable images of one class folder (``scan.check_images``); everything else goes to ``skipped`` with the reason."""
+    candidates = []
     for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append({"path": str(path), "reason": f"not an image file suffix ({path.suffix or 'none'})"})
             continue
-        try:
-            load_image(path)  # a full decode: truncated or mislabelled files fail here, not mid-epoch
-        except ImageDecodeError as exc:
-            skipped.append({"path": str(path), "reason": exc.reason})
-            continue
-        good.append(path)
+        candidates.append(path)
+    good = []
+    for path, reason in zip(candidates, check_images(candidates, scan)):
+        if reason is None:
+            good.append(path)
+        else:
+            skipped.append({"path": str(path), "reason": reason})
     return good
 
 
@@ -119,12 +122,13 @@ def parse_label_from(spec: str) -> LabelFunc | None:
 
 
 def scan_image_folder(root: str | Path, valid_pct: float = 0.2, seed: int = 0, label_from: str = "folder",
-                      label_func: LabelFunc | None = None) -> DataSplit:
+                      label_func: LabelFunc | None = None, scan: str = "header") -> DataSplit:
     """Labelled, decodable train/val lists from ``root/{train,val}/…`` or ``root/…`` split by ``valid_pct``.
 
     Labels come from the class folder (``label_from="folder"``), from ``regex:PATTERN`` on the file
     name, or from ``label_func(path)`` (the Python hook; return ``None`` to leave a file out). Files
-    left out are listed in ``skipped`` with the reason, never dropped silently.
+    left out are listed in ``skipped`` with the reason, never dropped silently. ``scan``: ``header``
+    checks files cheaply (see ``scan.py``), ``full`` decodes each one.
     """
     root = Path(root)
     if not root.is_dir():
@@ -136,11 +140,11 @@ def scan_image_folder(root: str | Path, valid_pct: float = 0.2, seed: int = 0, l
             classes = [d.name for d in _class_dirs(root / "train")]
             _check_classes(root / "train", classes)
             unknown = sorted({d.name for d in _class_dirs(root / "val")} - set(classes))
-            train = _labelled(root / "train", classes, skipped, require_all=True)
-            val = _labelled(root / "val", classes, skipped, require_all=False)
+            train = _labelled(root / "train", classes, skipped, require_all=True, scan=scan)
+            val = _labelled(root / "val", classes, skipped, require_all=False, scan=scan)
         else:
-            train_groups = _group_by_label(root / "train", label_func, skipped)
-            val_groups = _group_by_label(root / "val", label_func, skipped)
+            train_groups = _group_by_label(root / "train", label_func, skipped, scan)
+            val_groups = _group_by_label(root / "val", label_func, skipped, scan)
             classes = sorted(train_groups)
             _check_classes(root / "train", classes)
             unknown = sorted(set(val_groups) - set(classes))
@@ -154,12 +158,12 @@ def scan_image_folder(root: str | Path, valid_pct: float = 0.2, seed: int = 0, l
         if label_func is None:
             classes = [d.name for d in _class_dirs(root)]
             _check_classes(root, classes)
-            groups = {name: _collect(root / name, skipped) for name in classes}
+            groups = {name: _collect(root / name, skipped, scan) for name in classes}
             for name, files in groups.items():
                 if not files:
                     raise DataError(f"class folder {root / name} has no decodable images; add images or remove the folder")
         else:
-            groups = _group_by_label(root, label_func, skipped)
+            groups = _group_by_label(root, label_func, skipped, scan)
             classes = sorted(groups)
             _check_classes(root, classes)
         train, val = _stratified_split(groups, classes, valid_pct, seed)
@@ -168,11 +172,12 @@ def scan_image_folder(root: str | Path, valid_pct: float = 0.2, seed: int = 0, l
     return DataSplit(root, classes, train, val, skipped)
 
 
-def _group_by_label(folder: Path, label_func: LabelFunc, skipped: list[dict[str, str]]) -> dict[str, list[Path]]:
+def _group_by_label(folder: Path, label_func: LabelFunc, skipped: list[dict[str, str]],
+                    scan: str = "header") -> dict[str, list[Path]]:
     """Every decodable image under ``folder`` (recursively), grouped by ``label_func``."""
     reason = getattr(label_func, "description", "label_func returned no label")
     groups: dict[str, list[Path]] = {}
-    for path in _collect(folder, skipped):
+    for path in _collect(folder, skipped, scan):
         label = label_func(path)
         if not label:
             skipped.append({"path": str(path), "reason": reason})
@@ -204,12 +209,13 @@ def _check_classes(folder: Path, classes: list[str]) -> None:
         )
 
 
-def _labelled(folder: Path, classes: list[str], skipped: list[dict[str, str]], require_all: bool) -> list[Sample]:
+def _labelled(folder: Path, classes: list[str], skipped: list[dict[str, str]], require_all: bool,
+              scan: str = "header") -> list[Sample]:
     samples: list[Sample] = []
     for label, name in enumerate(classes):
         if not (folder / name).is_dir():
             continue
-        files = _collect(folder / name, skipped)
+        files = _collect(folder / name, skipped, scan)
         if not files and require_all:
             raise DataError(f"class folder {folder / name} has no decodable images; add images or remove the folder")
         samples += [(p, label) for p in files]
@@ -217,15 +223,67 @@ def _labelled(folder: Path, classes: list[str], skipped: list[dict[str, str]], r
 
 
 class ImageListDataset(Dataset):
-    """(path, label) pairs decoded with the runtime's own loader, so train and device decode alike."""
+    """(path, label) pairs decoded with the runtime's own loader, so train and device decode alike.
 
-    def __init__(self, samples: list[Sample], transform: Callable):
+    The scan does not decode every file, so a corrupt one can surface here, in a loader worker. It
+    never stops the epoch: items are ``(tensor, label, failures)`` where ``failures`` lists the
+    ``(path, reason)`` that failed. With ``substitute`` (training) the next decodable sample takes
+    the bad one's place, so every batch keeps its size (all DDP ranks step together; BatchNorm needs
+    more than one image); without it (validation) the item is a blank image with label -1, dropped
+    from the metrics.
+    """
+
+    #: Consecutive undecodable files before the loader gives up (the data is broken, not a file).
+    MAX_CONSECUTIVE_FAILURES = 16
+
+    def __init__(self, samples: list[Sample], transform: Callable, substitute: bool = False,
+                 blank: torch.Tensor | None = None):
         self.samples = samples
         self.transform = transform
+        self.substitute = substitute
+        self.blank = blank
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[index]
-        return self.transform(load_image(path)), label
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, list[tuple[str, str]]]:
+        failures: list[tuple[str, str]] = []
+        for step in range(self.MAX_CONSECUTIVE_FAILURES if self.substitute else 1):
+            path, label = self.samples[(index + step) % len(self.samples)]
+            try:
+                return self.transform(load_image(path)), label, failures
+            except ImageDecodeError as exc:
+                failures.append((str(path), exc.reason))
+        if not self.substitute and self.blank is not None:
+            return self.blank, -1, failures
+        raise DataError(f"{len(failures)} images in a row failed to decode, the last {failures[-1][0]}: "
+                        f"{failures[-1][1]}; check the data folder (disk, encoding) before training")
+
+
+def collate_with_failures(items: list[tuple[torch.Tensor, int, list[tuple[str, str]]]]):
+    """``(x, y, failures)`` batches from ``ImageListDataset`` items."""
+    x = torch.stack([item[0] for item in items])
+    y = torch.tensor([item[1] for item in items], dtype=torch.long)
+    return x, y, [failure for item in items for failure in item[2]]
+
+
+class RecordingLoader:
+    """A DataLoader of ``collate_with_failures`` batches that yields ``(x, y)`` and keeps the failures.
+
+    ``failures`` maps each file that failed to decode (in any worker) to the reason, for the data report.
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.failures: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)  # generator, sampler, dataset, batch_size
+
+    def __iter__(self):
+        for x, y, failures in self.loader:
+            self.failures.update(failures)
+            yield x, y

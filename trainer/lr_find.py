@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .devices import use_amp
+from .devices import use_grad_scaler
 from .steps import train_step
 
 __all__ = ["LRFindResult", "lr_find", "suggest_valley", "suggest_steep", "plot_lr_find"]
@@ -81,7 +81,7 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
     saved_rng = torch.get_rng_state()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=start_lr, weight_decay=0.01)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp(device))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
     lrs, losses = [], []
     smooth, best, beta = 0.0, math.inf, 0.98
     model.train()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .devices import use_amp, use_channels_last
+from .devices import amp_dtype, use_amp, use_channels_last
 
 __all__ = ["to_device", "train_step", "evaluate"]
 
@@ -29,7 +29,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     if batch_augment is not None:
         x = batch_augment(x)
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp(device)):
+    with torch.autocast(device.type, dtype=amp_dtype(device), enabled=use_amp(device)):
         loss = nn.functional.cross_entropy(model(x), y)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -39,12 +39,15 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, torch.Tensor]:
-    """Per-image target, prediction, loss and softmax probabilities over the whole loader, in order."""
+    """Per-image target, prediction, loss and softmax probabilities over the whole loader, in order.
+
+    A target of -1 marks an image that failed to decode in the loader: its loss is 0 and the caller drops it.
+    """
     model.eval()
     targets, logits = [], []
     for x, y in loader:
         x, y_dev = to_device(x, y, device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp(device)):
+        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=use_amp(device)):
             logits.append(model(x).float().cpu())
         targets.append(y)
     out = torch.cat(logits)
@@ -52,6 +55,6 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict
     return {
         "targets": target,
         "preds": out.argmax(1),
-        "losses": nn.functional.cross_entropy(out, target, reduction="none"),
+        "losses": nn.functional.cross_entropy(out, target, reduction="none", ignore_index=-1),
         "probs": out.softmax(1),
     }

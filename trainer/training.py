@@ -2,37 +2,62 @@
 
 Every epoch writes ``best.pt`` (when it improves) and ``last.pt`` atomically; ``last.pt`` holds the
 optimizer, scheduler and RNG state, so ``resume=True`` continues a killed run exactly.
+
+Started by torchrun, ``fit`` trains data-parallel (``distributed.py``): ``batch_size`` is the global
+batch, split evenly over the processes; each process sees its ``DistributedSampler`` shard of the
+training set and an exact shard of the validation set, whose results are gathered so the metrics
+cover every validation image once; rank 0 alone scans the data, runs the LR finder and writes files.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 from edgeport.runtime.contract import PreprocessContract
-from edgeport.runtime.errors import UsageError
+from edgeport.runtime.errors import EdgeportError, UsageError
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from . import reports
 from .augment import train_transforms
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
-from .data import DataSplit, ImageListDataset, scan_image_folder
-from .devices import default_workers, resolve_device, seed_everything, use_amp, use_channels_last
+from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
+from .devices import (
+    amp_dtype,
+    default_workers,
+    resolve_device,
+    seed_everything,
+    use_amp,
+    use_channels_last,
+    use_grad_scaler,
+)
+from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, merge_shards, shard_indices
 from .lr_find import lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
+from .scan import SCAN_MODES
 from .steps import evaluate, train_step
 from .strategies import STRATEGIES, Phase, plan_phases, set_trainable, train_mode
 from .transforms import eval_transform
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "find_lr", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "find_lr", "resolve_device", "LR_SCALING_RULE"]
+
+T = TypeVar("T")
+
+#: Printed at the start of every run and repeated in the docs.
+LR_SCALING_RULE = ("--batch-size is the global batch, split evenly over the processes, and --lr is the LR for that "
+                   "global batch: adding processes changes neither. If you raise --batch-size, raise --lr by the "
+                   "same factor (linear scaling rule; --lr auto re-measures it)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +79,9 @@ class TrainConfig:
     lr_find_iters: int = 100
     label_from: str = "folder"  # or 'regex:PATTERN' on the file name
     aug: str = "light"  # augmentation preset: none | light | strong
+    scan: str = "header"  # header: cheap file checks, decode errors caught in the loader; full: decode every file first
+    labels_csv: str | None = None  # path,label[,valid] rows, paths relative to the data folder
+    val_csv: str | None = None  # path[,label] rows of the validation images (with labels_csv)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -68,6 +96,12 @@ class TrainConfig:
             raise UsageError("--lr-mult must be ≥ 1")
         if self.unfreeze is not None and (self.strategy != "gradual" or self.unfreeze < 1):
             raise UsageError("--unfreeze K (K ≥ 1, or 'full') only goes with --strategy gradual")
+        if self.scan not in SCAN_MODES:
+            raise UsageError(f"--scan must be one of {', '.join(SCAN_MODES)}, got {self.scan!r}")
+        if self.labels_csv is not None and self.label_from != "folder":
+            raise UsageError("--labels-csv and --label-from both set the labels; use one of them")
+        if self.val_csv is not None and self.labels_csv is None:
+            raise UsageError("--val-csv goes with --labels-csv (folders fix the split with DATA/train and DATA/val)")
 
     def phases(self) -> list[Phase]:
         if self.lr == "auto":
@@ -86,28 +120,69 @@ class TrainResult:
     lr_find: dict[str, Any] | None = None
 
 
-def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig, device: torch.device):
+def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig, device: torch.device, ctx: Dist):
+    """Train: this rank's ``DistributedSampler`` shard (reshuffled by ``set_epoch``). Val: the exact shard
+    ``rank::world_size`` (``DistributedSampler`` would pad it with repeats). Both record decode failures."""
     workers = config.workers if config.workers is not None else default_workers(device)
-    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0}
+    per_rank = config.batch_size // ctx.world_size
+    common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0,
+              "collate_fn": collate_with_failures}
     generator = torch.Generator().manual_seed(config.seed)
-    train = DataLoader(
-        ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0]),
-        batch_size=config.batch_size, shuffle=True, drop_last=len(split.train) > config.batch_size,
-        generator=generator, **common,
-    )
-    val = DataLoader(ImageListDataset(split.val, eval_transform(contract)), batch_size=config.batch_size, **common)
-    return train, val, generator
+    train_set = ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0], substitute=True)
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
+    train = DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
+                       generator=generator, **common)
+    val_set = ImageListDataset(split.val, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
+    val = DataLoader(Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)), batch_size=per_rank, **common)
+    return RecordingLoader(train), RecordingLoader(val), generator
 
 
-def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device):
-    """Split the data, build the pretrained model with a fresh head, and the loaders."""
+def _on_main(ctx: Dist, work: Callable[[], T]) -> T:
+    """``work()`` on rank 0, its result (or its error, raised again) on every rank."""
+    if not ctx.active:
+        return work()
+    outcome: tuple[str, Any] = ("ok", None)
+    if ctx.is_main:
+        try:
+            outcome = ("ok", work())
+        except Exception as exc:  # sent to the other ranks, then raised here too
+            try:
+                pickle.loads(pickle.dumps(exc))
+                outcome = ("error", exc)
+            except Exception:
+                outcome = ("error", EdgeportError(str(exc)))
+            ctx.broadcast(outcome)
+            raise
+    kind, value = ctx.broadcast(outcome)
+    if kind == "error":
+        raise value
+    return value
+
+
+def _scan(data_dir: str | Path, config: TrainConfig) -> DataSplit:
+    if config.labels_csv is not None:
+        from .label_csv import split_from_csv
+
+        return split_from_csv(data_dir, config.labels_csv, config.val_csv, valid_pct=config.valid_pct, seed=config.seed,
+                              scan=config.scan)
+    return scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed, label_from=config.label_from,
+                             scan=config.scan)
+
+
+def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device, ctx: Dist | None = None):
+    """Split the data (on rank 0), build the pretrained model with a fresh head, and the loaders."""
+    ctx = ctx or Dist(device=device)
     seed_everything(config.seed)
-    split = scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed, label_from=config.label_from)
-    tqdm.write(split.class_table())
-    for item in split.skipped:
-        tqdm.write(f"skipped {item['path']}: {item['reason']}")
-    (out_dir / "data_report.json").write_text(json.dumps(split.report(), indent=2))
-    (out_dir / "val_files.txt").write_text("".join(f"{p}\n" for p, _ in split.val))  # for edge-predict -
+    split = _on_main(ctx, lambda: _scan(data_dir, config))
+    if len(split.val) < ctx.world_size:
+        raise UsageError(f"{len(split.val)} validation images cannot be shared by {ctx.world_size} processes; "
+                         "use fewer processes or more validation images")
+    if ctx.is_main:
+        tqdm.write(split.class_table())
+        for item in split.skipped:
+            tqdm.write(f"skipped {item['path']}: {item['reason']}")
+        (out_dir / "data_report.json").write_text(json.dumps(split.report(), indent=2))
+        (out_dir / "val_files.txt").write_text("".join(f"{p}\n" for p, _ in split.val))  # for edge-predict -
     imagenet = arch_contract(config.arch)
     contract = PreprocessContract(**{**imagenet.to_dict(), "labels": split.classes})
     model = build_pretrained(config.arch, config.weights)
@@ -115,7 +190,7 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     model.to(device)
     if use_channels_last(device):
         model.to(memory_format=torch.channels_last)
-    return split, contract, model, *_loaders(split, contract, config, device)
+    return split, contract, model, *_loaders(split, contract, config, device, ctx)
 
 
 def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, config: TrainConfig,
@@ -133,6 +208,8 @@ def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, prog
     """``edge-train --lr-find``: sweep the LR on the frozen model, write ``lr_find.png``, train nothing."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--lr-find runs in one process; start it without torchrun / --nproc-per-node")
     device = resolve_device(config.device)
     _, _, model, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
     return _run_lr_find(model, train_loader, device, out_dir, config, progress)
@@ -158,67 +235,123 @@ def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_reports(out_dir: Path, split: DataSplit, best_eval: dict[str, torch.Tensor], metrics: dict[str, Any]) -> None:
+def _write_reports(out_dir: Path, classes: list[str], val_files: list[Path], best_eval: dict[str, torch.Tensor],
+                   metrics: dict[str, Any]) -> None:
     """Pictures and per-class metrics of the best epoch's validation pass."""
     targets, preds = best_eval["targets"].numpy(), best_eval["preds"].numpy()
-    matrix = reports.confusion_matrix(targets, preds, len(split.classes))
-    metrics["per_class"] = reports.per_class_metrics(matrix, split.classes)
+    matrix = reports.confusion_matrix(targets, preds, len(classes))
+    metrics["per_class"] = reports.per_class_metrics(matrix, classes)
     metrics["confusion_matrix"] = matrix.tolist()
     reports.plot_curves(metrics["history"], out_dir / "curves.png")
-    reports.plot_confusion(matrix, split.classes, out_dir / "confusion_matrix.png")
+    reports.plot_confusion(matrix, classes, out_dir / "confusion_matrix.png")
     metrics["top_losses"] = reports.plot_top_losses(
-        [p for p, _ in split.val], targets, preds, best_eval["losses"].numpy(), best_eval["probs"].numpy(),
-        split.classes, out_dir / "top_losses.png")
+        val_files, targets, preds, best_eval["losses"].numpy(), best_eval["probs"].numpy(), classes,
+        out_dir / "top_losses.png")
     reports.write_metrics(out_dir, metrics)
     for name, m in metrics["per_class"].items():
         tqdm.write(f"{name:>16}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  n={m['support']}")
 
 
+def _gather_evaluation(ctx: Dist, evaluation: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every rank's shard merged back in val order, minus the images the loader could not decode (and that mask)."""
+    merged = merge_shards(ctx.all_gather(evaluation))
+    decoded = merged["targets"] >= 0
+    return {k: v[decoded] for k, v in merged.items()}, decoded
+
+
+def _record_failures(ctx: Dist, split: DataSplit, loaders: list[RecordingLoader], out_dir: Path) -> bool:
+    """Decode failures the loaders met on any rank → ``split.skipped`` and data_report.json (rank 0). True if new."""
+    found: dict[str, str] = {}
+    for part in ctx.all_gather({k: v for loader in loaders for k, v in loader.failures.items()}):
+        found.update(part)
+    known = {item["path"] for item in split.skipped}
+    new = [{"path": path, "reason": reason, "found": "loader"} for path, reason in sorted(found.items()) if path not in known]
+    split.skipped.extend(new)
+    if new and ctx.is_main:
+        for item in new:
+            tqdm.write(f"skipped {item['path']} while loading: {item['reason']}")
+        (out_dir / "data_report.json").write_text(json.dumps(split.report(), indent=2))
+    return bool(new)
+
+
+def _decoded_files(split: DataSplit, decoded: torch.Tensor | None) -> list[Path]:
+    """The validation files that the best epoch's evaluation covers (all of them unless the loader failed on some)."""
+    return [p for i, (p, _) in enumerate(split.val) if decoded is None or decoded[i]]
+
+
 def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress: bool = True,
-        resume: bool = False) -> TrainResult:
+        resume: bool = False, dist_timeout: float = DEFAULT_TIMEOUT_S) -> TrainResult:
     """Fine-tune ``config.arch`` on an image folder into ``out_dir`` (best.pt, last.pt, metrics, pictures).
 
     ``resume=True`` continues the run in ``out_dir`` from its ``last.pt`` with that run's own config
-    (``config`` is ignored then) and the same optimizer, scheduler and RNG state.
+    (``config`` is ignored then) and the same optimizer, scheduler and RNG state. Under torchrun the
+    process group is opened here (``dist_timeout`` seconds per collective) and closed at the end.
     """
     out_dir = Path(out_dir)
-    state = load_run_state(out_dir) if resume else None
+    state = load_run_state(out_dir) if resume else None  # every rank reads it: multi-node needs a shared RUN_DIR
     if state is not None:
         config = TrainConfig(**state["config"])
+    ctx = init_distributed(config.device, dist_timeout)
+    try:
+        return _fit(data_dir, out_dir, config, progress and ctx.is_main, state, ctx)
+    finally:
+        ctx.close()
+
+
+def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: bool, state: dict[str, Any] | None,
+         ctx: Dist) -> TrainResult:
+    say = tqdm.write if ctx.is_main else (lambda *_: None)
+    if config.batch_size % ctx.world_size:
+        raise UsageError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
+                         f"{ctx.world_size} processes")
+    per_rank = config.batch_size // ctx.world_size
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    split, contract, model, train_loader, val_loader, generator = _prepare(data_dir, out_dir, config, device)
+    device = ctx.device
+    say(f"{ctx.world_size} process(es), backend {ctx.backend or 'none'}, device {device}: global batch "
+        f"{config.batch_size} = {ctx.world_size} × {per_rank} per process. {LR_SCALING_RULE}.")
+    split, contract, model, train_loader, val_loader, generator = _prepare(data_dir, out_dir, config, device, ctx)
     if state is not None and state["classes"] != split.classes:
         raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
                          f"{split.classes}; pass the same DATA_DIR")
+    if state is not None and state.get("world_size", 1) != ctx.world_size:  # the schedule counts per-process steps
+        raise UsageError(f"--resume {out_dir}: the run used {state.get('world_size', 1)} process(es), this one "
+                         f"{ctx.world_size}; resume with the same number")
     found = None
     if config.lr == "auto":
-        found = _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict()
+        found = _on_main(ctx, lambda: _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict())
         config = replace(config, lr=found["valley"])
 
     history: list[dict[str, Any]] = []
+    throughput: list[dict[str, Any]] = []
     best: dict[str, Any] = {}
     best_eval: dict[str, torch.Tensor] = {}
     done = 0
     if state is not None:
         model.load_state_dict(state["model"])
         history, best, best_eval, done = state["history"], state["best"], state["best_eval"], state["epoch"]
+        throughput = state.get("throughput", [])
         found = state.get("lr_find")
         _set_rng_state(state["rng"], generator)
-        tqdm.write(f"resuming {out_dir} after epoch {done} with its saved settings")
+        say(f"resuming {out_dir} after epoch {done} with its saved settings")
     best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    metrics: dict[str, Any] = {"config": asdict(config), "device": str(device),
+    metrics: dict[str, Any] = {"config": asdict(config), "device": str(device), "world_size": ctx.world_size,
+                               "backend": ctx.backend, "global_batch": config.batch_size, "per_process_batch": per_rank,
+                               "amp": str(amp_dtype(device)).removeprefix("torch.") if use_amp(device) else None,
+                               "channels_last": use_channels_last(device),
                                "data": {k: v for k, v in split.report().items() if k != "skipped"},
                                "skipped": split.skipped, "lr_find": found}
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp(device))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
     batch_augment = train_transforms(contract, config.aug, device)[1]  # the GPU half of --aug, or None
-    tqdm.write(reports.table_header())
+    say(reports.table_header())
     epoch = 0
     for phase in config.phases():
         phase_start, epoch = epoch, epoch + phase.epochs
         if epoch <= done:
             continue  # finished before the resume
         groups = set_trainable(model, phase)
+        # DDP registers the parameters that need gradients when it wraps the model: once per phase.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if ctx.active else model
         optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
         # Small datasets give few steps per phase: a short warm-up from lr/10 keeps the peak's area large.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -230,32 +363,49 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
             scheduler.load_state_dict(state["scheduler"])
         for current in range(max(done, phase_start) + 1, epoch + 1):
             start = time.perf_counter()
+            train_loader.sampler.set_epoch(current)  # a new shuffle each epoch, the same on every rank
+            if ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
+                seed_everything(config.seed + 1000 * ctx.rank + current)
             train_mode(model)
             loss_sum, seen = 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
             for x, y in bar:
-                loss_sum += train_step(model, x, y, optimizer, scaler, device, batch_augment) * len(y)
+                loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment) * len(y)
                 seen += len(y)
                 scheduler.step()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            evaluation = evaluate(model, val_loader, device)
+            train_seconds = time.perf_counter() - start
+            loss_sum, seen = ctx.sum(loss_sum, seen)
+            evaluation, decoded = _gather_evaluation(ctx, evaluate(model, val_loader, device))
+            if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
+                metrics["skipped"] = split.skipped
             accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
             row = {"epoch": current, "phase": phase.name, "train_loss": loss_sum / seen,
                    "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                    "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
             history.append(row)
-            tqdm.write(reports.table_row(row))
-            if not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"]):
+            throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
+                               "images_per_second": seen / train_seconds})
+            say(reports.table_row(row))
+            improved = not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+            if improved:
                 best, best_eval = dict(row), evaluation
-                save_checkpoint(best_path, arch=config.arch, state_dict=model.state_dict(), contract=contract,
-                                epoch=current, metrics=best, val_files=[str(p) for p, _ in split.val])
-            save_run_state(last_path, {
-                "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
-                "lr_find": metrics["lr_find"],
-            })
-            reports.write_metrics(out_dir, {**metrics, "best": best, "history": history})
-    metrics.update(best=best, history=history)
-    _write_reports(out_dir, split, best_eval, metrics)
+                best_eval["decoded"] = decoded
+            if ctx.is_main:  # only rank 0 writes; the other ranks hold the same numbers
+                val_files = [str(p) for p in _decoded_files(split, best_eval.get("decoded"))]
+                if improved:
+                    save_checkpoint(best_path, arch=config.arch, state_dict=model.state_dict(), contract=contract,
+                                    epoch=current, metrics=best, val_files=val_files)
+                save_run_state(last_path, {
+                    "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
+                    "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
+                })
+                reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})
+    metrics.update(best=best, history=history, throughput=throughput)
+    if ctx.is_main:
+        val_files = _decoded_files(split, best_eval.pop("decoded", None))
+        _write_reports(out_dir, split.classes, val_files, best_eval, metrics)
+    ctx.barrier()  # the other ranks wait for rank 0's files before the process group closes
     return TrainResult(best_path, out_dir / "metrics.json", best, history, last_path, metrics["lr_find"])
