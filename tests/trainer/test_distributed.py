@@ -184,6 +184,32 @@ def test_a_killed_rank_ends_the_job_with_an_error_within_the_timeout(small_data,
 
 
 @pytest.mark.slow
+def test_a_hung_rank_times_out_instead_of_hanging(small_data, tmp_path):
+    """SIGSTOP, not SIGKILL: torchrun sees nothing wrong, only the process-group timeout can end the job."""
+    out, timeout = tmp_path / "run", 10
+    cmd = _edge_train(str(small_data), *COMMON, "--epochs", "20", "--nproc-per-node", "2", "--dist-timeout", str(timeout),
+                      "--out", str(out))
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rank1 = None
+    try:
+        deadline = time.monotonic() + 300
+        _wait_for(out / "last.pt", proc, deadline)
+        rank1 = next(p for p in _workers(psutil.Process(proc.pid), 2, deadline) if p.environ().get("RANK") == "1")
+        rank1.suspend()
+        code = proc.wait(timeout=timeout + 60)  # + torchrun's 30 s grace before it SIGKILLs the stopped rank
+    finally:
+        if rank1 is not None and rank1.is_running():
+            rank1.resume()
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+    assert code == ExitCode.WORKER_FAILED, stderr[-3000:]
+    assert f"did not answer within --dist-timeout {timeout} s" in stderr  # rank 0's own, clear error
+    assert "rank 0" in stderr and "Internal error" not in stderr
+
+
+@pytest.mark.slow
 def test_resume_after_the_whole_job_is_killed_continues_from_last_pt(small_data, tmp_path):
     out = tmp_path / "run"
     cmd = _edge_train(str(small_data), *COMMON, "--epochs", "2", "--nproc-per-node", "2", "--out", str(out))
