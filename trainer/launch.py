@@ -51,10 +51,10 @@ def launch(argv: list[str], nproc_per_node: int) -> None:
     try:
         run(args)
     except ChildFailedError as exc:
-        codes = {failure.exitcode for failure in exc.failures.values()}
-        if len(codes) == 1 and codes.pop() in _EDGEPORT_ERROR_CODES:
-            # every rank stopped on the same edgeport error (bad data, bad options) and printed it: its exit code
-            raise SystemExit(next(iter(exc.failures.values())).exitcode) from exc
+        _, first = exc.get_first_failure()
+        if first.exitcode in _EDGEPORT_ERROR_CODES:
+            # the first rank to stop did on an edgeport error (bad data, bad options) and printed it: its exit code
+            raise SystemExit(first.exitcode) from exc
         raise WorkerFailedError(f"training process failed: {_describe(exc.failures)}; torchrun stopped the other "
                                 "processes. The failing rank's own error is printed above; fix it, then continue "
                                 "with --resume OUT") from exc

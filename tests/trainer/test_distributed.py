@@ -111,7 +111,7 @@ def test_nproc_per_node_inside_torchrun_is_refused(small_data, tmp_path):
 
 
 def test_a_data_error_on_rank_0_ends_every_rank_with_its_exit_code(small_data, tmp_path):
-    """Rank 0 scans alone; its error reaches rank 1 (no wait for the timeout) and the launcher keeps exit code 2."""
+    """Rank 0 scans alone; its error ends the job at once (no wait for the timeout) with the error's exit code 2."""
     one_class = tmp_path / "one"
     (one_class / "ants").mkdir(parents=True)
     (one_class / "ants" / "a.jpg").symlink_to(next((small_data / "train" / "ants").iterdir()).resolve())
@@ -119,7 +119,7 @@ def test_a_data_error_on_rank_0_ends_every_rank_with_its_exit_code(small_data, t
     proc = subprocess.run(_edge_train(str(one_class), "--nproc-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "o")),
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == ExitCode.USAGE, proc.stderr[-2000:]
-    assert proc.stderr.count("a classifier needs at least 2") == 2 and time.monotonic() - start < 100
+    assert "a classifier needs at least 2" in proc.stderr and time.monotonic() - start < 100
 
 
 # --- 2 processes ------------------------------------------------------------------------------------
