@@ -20,7 +20,15 @@ from edgeport.runtime.errors import UsageError, WorkerFailedError
 
 from .devices import resolve_device
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Dist", "init_distributed", "shard_indices", "merge_shards"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Dist", "init_distributed", "shard_indices", "merge_shards", "is_collective_failure"]
+
+#: Where a backend's error comes from, in its message: DDP's own gradient all-reduce raises a plain RuntimeError.
+_BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "Timed out waiting", "Connection closed by peer", "Connection reset")
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """True for an error of the process group (a peer died or did not answer), not of the training code."""
+    return isinstance(exc, dist.DistError) or (isinstance(exc, RuntimeError) and any(m in str(exc) for m in _BACKEND_MARKERS))
 
 #: How long a rank waits in a collective for the others before the job fails. It must cover the
 #: longest stretch one rank works alone while the others wait: rank 0's folder scan and LR finder.
@@ -47,9 +55,12 @@ class Dist:
         try:
             yield
         except (RuntimeError, dist.DistError) as exc:
-            raise WorkerFailedError(
-                f"rank {self.rank}: {what} across {self.world_size} processes failed ({exc}); another process died or "
-                f"did not answer within --dist-timeout {self.timeout_s:g} s") from exc
+            raise self.failure(what, exc) from exc
+
+    def failure(self, what: str, exc: BaseException) -> WorkerFailedError:
+        """The error to raise for a backend failure during ``what``: it names the likely cause and the timeout."""
+        return WorkerFailedError(f"rank {self.rank}: {what} across {self.world_size} processes failed ({exc}); another "
+                                 f"process died or did not answer within --dist-timeout {self.timeout_s:g} s")
 
     @property
     def is_main(self) -> bool:

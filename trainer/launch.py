@@ -7,11 +7,13 @@ rendezvous, worker monitoring and the tear-down of the other ranks when one fail
 
 from __future__ import annotations
 
-from edgeport.runtime.errors import UsageError, WorkerFailedError
+from edgeport.runtime.errors import ExitCode, UsageError, WorkerFailedError
 
 __all__ = ["strip_option", "launch"]
 
 NPROC_OPTION = "--nproc-per-node"
+#: Exit codes of edgeport's own errors (usage, verification, gates): passed on as they are.
+_EDGEPORT_ERROR_CODES = {ExitCode.USAGE, ExitCode.VERIFICATION, ExitCode.ACCURACY_GATE, ExitCode.SPEED_GATE}
 
 
 def strip_option(argv: list[str], option: str = NPROC_OPTION) -> list[str]:
@@ -49,6 +51,10 @@ def launch(argv: list[str], nproc_per_node: int) -> None:
     try:
         run(args)
     except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        if first.exitcode in _EDGEPORT_ERROR_CODES:
+            # the first rank to stop did on an edgeport error (bad data, bad options) and printed it: its exit code
+            raise SystemExit(first.exitcode) from exc
         raise WorkerFailedError(f"training process failed: {_describe(exc.failures)}; torchrun stopped the other "
                                 "processes. The failing rank's own error is printed above; fix it, then continue "
                                 "with --resume OUT") from exc

@@ -42,7 +42,7 @@ from .devices import (
     use_channels_last,
     use_grad_scaler,
 )
-from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, merge_shards, shard_indices
+from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
 from .lr_find import lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
 from .scan import SCAN_MODES
@@ -294,6 +294,10 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
     ctx = init_distributed(config.device, dist_timeout)
     try:
         return _fit(data_dir, out_dir, config, progress and ctx.is_main, state, ctx)
+    except RuntimeError as exc:
+        if ctx.active and is_collective_failure(exc):  # e.g. DDP's gradient all-reduce timed out
+            raise ctx.failure("training", exc) from exc
+        raise
     finally:
         ctx.close()
 

@@ -110,6 +110,18 @@ def test_nproc_per_node_inside_torchrun_is_refused(small_data, tmp_path):
     assert proc.returncode == ExitCode.USAGE and "inside a torchrun job" in proc.stderr
 
 
+def test_a_data_error_on_rank_0_ends_every_rank_with_its_exit_code(small_data, tmp_path):
+    """Rank 0 scans alone; its error ends the job at once (no wait for the timeout) with the error's exit code 2."""
+    one_class = tmp_path / "one"
+    (one_class / "ants").mkdir(parents=True)
+    (one_class / "ants" / "a.jpg").symlink_to(next((small_data / "train" / "ants").iterdir()).resolve())
+    start = time.monotonic()
+    proc = subprocess.run(_edge_train(str(one_class), "--nproc-per-node", "2", "--device", "cpu", "--out", str(tmp_path / "o")),
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr[-2000:]
+    assert "a classifier needs at least 2" in proc.stderr and time.monotonic() - start < 100
+
+
 # --- 2 processes ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -181,6 +193,32 @@ def test_a_killed_rank_ends_the_job_with_an_error_within_the_timeout(small_data,
     assert took < TIMEOUT_S
     assert f"rank 1 (pid {rank1.pid}) killed by SIGKILL" in stderr
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] < 21  # it did not finish
+
+
+@pytest.mark.slow
+def test_a_hung_rank_times_out_instead_of_hanging(small_data, tmp_path):
+    """SIGSTOP, not SIGKILL: torchrun sees nothing wrong, only the process-group timeout can end the job."""
+    out, timeout = tmp_path / "run", 10
+    cmd = _edge_train(str(small_data), *COMMON, "--epochs", "20", "--nproc-per-node", "2", "--dist-timeout", str(timeout),
+                      "--out", str(out))
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rank1 = None
+    try:
+        deadline = time.monotonic() + 300
+        _wait_for(out / "last.pt", proc, deadline)
+        rank1 = next(p for p in _workers(psutil.Process(proc.pid), 2, deadline) if p.environ().get("RANK") == "1")
+        rank1.suspend()
+        code = proc.wait(timeout=timeout + 60)  # + torchrun's 30 s grace before it SIGKILLs the stopped rank
+    finally:
+        if rank1 is not None and rank1.is_running():
+            rank1.resume()
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read()
+        proc.stderr.close()
+    assert code == ExitCode.WORKER_FAILED, stderr[-3000:]
+    assert f"did not answer within --dist-timeout {timeout} s" in stderr  # rank 0's own, clear error
+    assert "rank 0" in stderr and "Internal error" not in stderr
 
 
 @pytest.mark.slow
