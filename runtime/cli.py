@@ -80,6 +80,14 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @click.option("--reconnect", is_flag=True,
               help="Serve even a single source as a service: a live source (camera, stream) that drops out is reopened "
                    "with backoff. Implied by several sources, --name, --mqtt, --health-port and --capture.")
+@click.option("--mqtt", "mqtt_url", metavar="URL", default=None,
+              help="Publish each record as JSON to mqtt://[user:pass@]host[:port]/prefix (mqtts:// for TLS): topic "
+                   "<prefix>/<source id>, retained <prefix>/status online/offline with a last will (needs [mqtt]).")
+@click.option("--mqtt-qos", type=click.IntRange(0, 2), default=1, show_default=True, help="--mqtt: QoS of the records.")
+@click.option("--mqtt-ca", type=click.Path(dir_okay=False), default=None, help="--mqtt mqtts://: the broker's CA (PEM).")
+@click.option("--mqtt-queue", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="--mqtt: records kept while the broker is away; the oldest are dropped past this, and the count "
+                   "is published on <prefix>/dropped once it is back.")
 @click.option("--reconnect-max", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
               help="Longest wait between two reconnect attempts, in seconds (from 0.5 s, doubling).")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video/camera: every Nth frame.")
@@ -118,7 +126,8 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
               help="--reload: seconds between looks at MODEL.")
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tuple[int, ...], watch: tuple[str, ...],
-         names: tuple[str, ...], reconnect: bool, reconnect_max: float, every: int,
+         names: tuple[str, ...], reconnect: bool, mqtt_url: str | None, mqtt_qos: int, mqtt_ca: str | None, mqtt_queue: int,
+         reconnect_max: float, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int | str, exact_preprocess: bool,
          max_pixels: int, verify_key: str | None, self_test: bool, hot_reload: bool, reload_interval: float,
@@ -132,7 +141,7 @@ def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tu
         sys.stdout.reconfigure(errors="backslashreplace")
     if self_test:
         _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug)
-    service = ServiceOptions(names, reconnect, reconnect_max)
+    service = ServiceOptions(names, reconnect, reconnect_max, mqtt_url, mqtt_qos, mqtt_ca, mqtt_queue)
     if service.wanted(inputs, video, camera, watch):
         run_service(model, inputs, video, camera, watch, service, every=every, max_fps=max_fps, watch_timeout=watch_timeout,
                     max_files=max_files, top_k=top_k, threshold=threshold, fmt=fmt, started=started, debug=debug,

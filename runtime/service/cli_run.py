@@ -30,10 +30,14 @@ class ServiceOptions:
     names: tuple[str, ...] = ()
     reconnect: bool = False
     reconnect_max: float = 30.0
+    mqtt_url: str | None = None
+    mqtt_qos: int = 1
+    mqtt_ca: str | None = None
+    mqtt_queue: int = 10_000
 
     def wanted(self, inputs, video, camera, watch) -> bool:
         count = (1 if inputs else 0) + len(video) + len(camera) + len(watch)
-        return count > 1 or bool(self.names) or self.reconnect
+        return count > 1 or bool(self.names) or self.reconnect or self.mqtt_url is not None
 
 
 def build_sources(inputs, video, camera, watch, names, *, every, max_fps, watch_timeout, max_files, started,
@@ -74,6 +78,14 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
                                 watch_timeout=watch_timeout, max_files=max_files, started=started,
                                 backoff=Backoff(min(0.5, options.reconnect_max), options.reconnect_max))
         clf = Classifier(model, batch_size=max(8, len(sources)) if batch == "auto" else batch, **classifier)
+        sinks = list(sinks)
+        mqtt = None
+        if options.mqtt_url:
+            from .mqtt import MqttSink
+
+            mqtt = MqttSink(options.mqtt_url, qos=options.mqtt_qos, ca_file=options.mqtt_ca, queue_max=options.mqtt_queue,
+                            reconnect_max=options.reconnect_max)
+            sinks.append(mqtt)
     lock = threading.Lock()
 
     def echo(text: str, err: bool = False) -> None:
@@ -110,6 +122,8 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
         finally:
             stream.stop()
             clf.stop_reload()
+            if mqtt is not None:
+                mqtt.close()
         if sigterm.requested:
             stopped = "terminated"
     name = clf.format or clf.model_path.name
