@@ -88,6 +88,13 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @click.option("--mqtt-queue", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="--mqtt: records kept while the broker is away; the oldest are dropped past this, and the count "
                    "is published on <prefix>/dropped once it is back.")
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /healthz (200 while every source delivers, else 503, JSON per source) and /metrics (Prometheus; "
+                   "needs [metrics]) on this port.")
+@click.option("--health-host", default="127.0.0.1", show_default=True,
+              help="--health-port: address to listen on (0.0.0.0 for a scraper on another machine).")
+@click.option("--health-max-age", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="--health-port: seconds a source may go without a classified frame before /healthz says 503.")
 @click.option("--reconnect-max", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
               help="Longest wait between two reconnect attempts, in seconds (from 0.5 s, doubling).")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video/camera: every Nth frame.")
@@ -127,7 +134,7 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tuple[int, ...], watch: tuple[str, ...],
          names: tuple[str, ...], reconnect: bool, mqtt_url: str | None, mqtt_qos: int, mqtt_ca: str | None, mqtt_queue: int,
-         reconnect_max: float, every: int,
+         health_port: int | None, health_host: str, health_max_age: float, reconnect_max: float, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int | str, exact_preprocess: bool,
          max_pixels: int, verify_key: str | None, self_test: bool, hot_reload: bool, reload_interval: float,
@@ -141,7 +148,8 @@ def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tu
         sys.stdout.reconfigure(errors="backslashreplace")
     if self_test:
         _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug)
-    service = ServiceOptions(names, reconnect, reconnect_max, mqtt_url, mqtt_qos, mqtt_ca, mqtt_queue)
+    service = ServiceOptions(names, reconnect, reconnect_max, mqtt_url, mqtt_qos, mqtt_ca, mqtt_queue, health_port, health_host,
+                             health_max_age)
     if service.wanted(inputs, video, camera, watch):
         run_service(model, inputs, video, camera, watch, service, every=every, max_fps=max_fps, watch_timeout=watch_timeout,
                     max_files=max_files, top_k=top_k, threshold=threshold, fmt=fmt, started=started, debug=debug,

@@ -17,10 +17,13 @@ import click
 
 from ..cli_support import exit_on_error
 from ..errors import EdgeportError, ExitCode
+from ..manifest import sha256_file
 from ..records import Summary, csv_header, format_record, to_record
+from ..reload import identity
 from ..shutdown import SigtermStop, Terminated
 from .run import MultiStream
 from .sources import Backoff, Source, camera_source, file_source, parse_names, video_source, watch_source
+from .stats import Stats
 
 __all__ = ["ServiceOptions", "run_service", "build_sources"]
 
@@ -34,10 +37,13 @@ class ServiceOptions:
     mqtt_qos: int = 1
     mqtt_ca: str | None = None
     mqtt_queue: int = 10_000
+    health_port: int | None = None
+    health_host: str = "127.0.0.1"
+    health_max_age: float = 30.0
 
     def wanted(self, inputs, video, camera, watch) -> bool:
         count = (1 if inputs else 0) + len(video) + len(camera) + len(watch)
-        return count > 1 or bool(self.names) or self.reconnect or self.mqtt_url is not None
+        return count > 1 or bool(self.names) or self.reconnect or self.mqtt_url is not None or self.health_port is not None
 
 
 def build_sources(inputs, video, camera, watch, names, *, every, max_fps, watch_timeout, max_files, started,
@@ -86,6 +92,12 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
             mqtt = MqttSink(options.mqtt_url, qos=options.mqtt_qos, ca_file=options.mqtt_ca, queue_max=options.mqtt_queue,
                             reconnect_max=options.reconnect_max)
             sinks.append(mqtt)
+        stats = Stats(model_sha256=identity(clf)["sha256"] or sha256_file(clf.model_path), model_format=clf.format)
+        health = None
+        if options.health_port is not None:
+            from .health import HealthServer
+
+            health = HealthServer(stats, options.health_port, options.health_host, options.health_max_age).start()
     lock = threading.Lock()
 
     def echo(text: str, err: bool = False) -> None:
@@ -98,7 +110,7 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
     if fmt == "csv":
         click.echo(csv_header(with_ids=True))
     summary, stopped = Summary(started=time.perf_counter()), None
-    stream = MultiStream(clf, sources, batch).start()
+    stream = MultiStream(clf, sources, batch, stats).start()
     with SigtermStop() as sigterm:
         try:
             for items in sigterm.frames(stream.batches()):
@@ -124,6 +136,8 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
             clf.stop_reload()
             if mqtt is not None:
                 mqtt.close()
+            if health is not None:
+                health.stop()
         if sigterm.requested:
             stopped = "terminated"
     name = clf.format or clf.model_path.name

@@ -82,7 +82,9 @@ class MultiStream:
         frames = [x for x in items if not isinstance(x, SourceEvent)]
         watcher = getattr(self.clf, "_watcher", None)
         if watcher is not None:
-            watcher.take()  # a checked new bundle is swapped in here, between two batches
+            swapped = watcher.take()  # a checked new bundle is swapped in here, between two batches
+            if swapped is not None:
+                self.stats.model_sha256, self.stats.model_format = swapped["new"]["sha256"], swapped["new"]["format"]
         t0 = time.perf_counter()
         results = iter(self.clf.classify_prepared(frames, top_k, threshold) if frames else [])
         if frames:
