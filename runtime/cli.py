@@ -95,6 +95,17 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
               help="--health-port: address to listen on (0.0.0.0 for a scraper on another machine).")
 @click.option("--health-max-age", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="--health-port: seconds a source may go without a classified frame before /healthz says 503.")
+@click.option("--capture", "capture_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the frames the model was unsure about here (JPEG + JSON sidecar per frame, a folder per source), "
+                   "to label for the next model (docs/service.md).")
+@click.option("--capture-below", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="--capture: keep a frame whose top-1 probability is below this.")
+@click.option("--capture-margin", type=click.FloatRange(0, 1), default=None,
+              help="--capture: also keep a frame whose top-1 minus top-2 probability is below this.")
+@click.option("--capture-rate", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="--capture: at most this many frames per minute per source.")
+@click.option("--capture-max-mb", type=click.FloatRange(min=0, min_open=True), default=500.0, show_default=True,
+              help="--capture: disk quota of the folder; the oldest captures are deleted first.")
 @click.option("--reconnect-max", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
               help="Longest wait between two reconnect attempts, in seconds (from 0.5 s, doubling).")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Video/camera: every Nth frame.")
@@ -134,7 +145,8 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @debug_option
 def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tuple[int, ...], watch: tuple[str, ...],
          names: tuple[str, ...], reconnect: bool, mqtt_url: str | None, mqtt_qos: int, mqtt_ca: str | None, mqtt_queue: int,
-         health_port: int | None, health_host: str, health_max_age: float, reconnect_max: float, every: int,
+         health_port: int | None, health_host: str, health_max_age: float, capture_dir: str | None, capture_below: float,
+         capture_margin: float | None, capture_rate: float, capture_max_mb: float, reconnect_max: float, every: int,
          max_fps: float | None, watch_timeout: float | None, max_files: int | None, top_k: int, threshold: float | None,
          fmt: str, backend: str, model_format: str | None, threads: int | None, batch: int | str, exact_preprocess: bool,
          max_pixels: int, verify_key: str | None, self_test: bool, hot_reload: bool, reload_interval: float,
@@ -149,7 +161,7 @@ def main(model: str, inputs: tuple[str, ...], video: tuple[str, ...], camera: tu
     if self_test:
         _self_test(model, inputs, video, camera, watch, model_format, threads, verify_key, fmt, debug)
     service = ServiceOptions(names, reconnect, reconnect_max, mqtt_url, mqtt_qos, mqtt_ca, mqtt_queue, health_port, health_host,
-                             health_max_age)
+                             health_max_age, capture_dir, capture_below, capture_margin, capture_rate, capture_max_mb)
     if service.wanted(inputs, video, camera, watch):
         run_service(model, inputs, video, camera, watch, service, every=every, max_fps=max_fps, watch_timeout=watch_timeout,
                     max_files=max_files, top_k=top_k, threshold=threshold, fmt=fmt, started=started, debug=debug,

@@ -1,4 +1,4 @@
-"""edge-predict's service mode: several sources (and later MQTT, health, capture) in one process.
+"""edge-predict's service mode: several sources, MQTT, health and captures in one process.
 
 Kept apart from ``cli.py`` so the one-source path stays as it was; ``cli.py`` hands over here when the
 options ask for a service (several sources, ``--name``, ``--reconnect`` …).
@@ -40,10 +40,16 @@ class ServiceOptions:
     health_port: int | None = None
     health_host: str = "127.0.0.1"
     health_max_age: float = 30.0
+    capture_dir: str | None = None
+    capture_below: float | None = 0.5
+    capture_margin: float | None = None
+    capture_rate: float = 6.0
+    capture_max_mb: float = 500.0
 
     def wanted(self, inputs, video, camera, watch) -> bool:
         count = (1 if inputs else 0) + len(video) + len(camera) + len(watch)
-        return count > 1 or bool(self.names) or self.reconnect or self.mqtt_url is not None or self.health_port is not None
+        return count > 1 or bool(self.names) or self.reconnect or any(
+            x is not None for x in (self.mqtt_url, self.health_port, self.capture_dir))
 
 
 def build_sources(inputs, video, camera, watch, names, *, every, max_fps, watch_timeout, max_files, started,
@@ -93,6 +99,12 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
                             reconnect_max=options.reconnect_max)
             sinks.append(mqtt)
         stats = Stats(model_sha256=identity(clf)["sha256"] or sha256_file(clf.model_path), model_format=clf.format)
+        capture = None
+        if options.capture_dir is not None:
+            from .capture import Capture
+
+            capture = Capture(options.capture_dir, options.capture_below, options.capture_margin, options.capture_rate,
+                              options.capture_max_mb, stats.model_sha256)
         health = None
         if options.health_port is not None:
             from .health import HealthServer
@@ -110,7 +122,7 @@ def run_service(model, inputs, video, camera, watch, options: ServiceOptions, *,
     if fmt == "csv":
         click.echo(csv_header(with_ids=True))
     summary, stopped = Summary(started=time.perf_counter()), None
-    stream = MultiStream(clf, sources, batch, stats).start()
+    stream = MultiStream(clf, sources, batch, stats, capture).start()
     with SigtermStop() as sigterm:
         try:
             for items in sigterm.frames(stream.batches()):

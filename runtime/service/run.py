@@ -13,6 +13,7 @@ from .stats import Stats
 
 if TYPE_CHECKING:
     from ..classifier import Classifier, Prepared
+    from .capture import Capture
 
 __all__ = ["MultiStream", "serve", "Sink", "AUTO_BATCH_MAX"]
 
@@ -27,8 +28,9 @@ class MultiStream:
     in arrival order (each source's frames in their own order). ``batch``: frames per inference call at most, or
     ``"auto"`` (one per source); a call takes what is ready and never waits to fill a batch."""
 
-    def __init__(self, clf: Classifier, sources: Sequence[Source], batch: int | str = "auto", stats: Stats | None = None):
-        self.clf, self.sources = clf, list(sources)
+    def __init__(self, clf: Classifier, sources: Sequence[Source], batch: int | str = "auto", stats: Stats | None = None,
+                 capture: Capture | None = None):
+        self.clf, self.sources, self.capture = clf, list(sources), capture
         self.batch = min(len(self.sources), AUTO_BATCH_MAX) if batch == "auto" else int(batch)
         self.hub, self.stats = Hub(), stats or Stats()
         self._stop = threading.Event()
@@ -97,6 +99,8 @@ class MultiStream:
             else:
                 result = next(results)
                 self.stats.frame(result.source_id, result.ok)
+                if self.capture is not None:
+                    self.capture.consider(item.frame, result)
                 out.append(result)
         for source_id, drops in self.hub.drops.items():
             self.stats.sources[source_id].drops = drops
@@ -118,11 +122,12 @@ def record_of(item: StreamResult | SourceEvent) -> dict:
 
 
 def serve(clf: Classifier, sources: Sequence[Source], sinks: Iterable[Sink] = (), top_k: int = 5,
-          threshold: float | None = None, batch: int | str = "auto", stats: Stats | None = None) -> Iterator[StreamResult | SourceEvent]:
+          threshold: float | None = None, batch: int | str = "auto", stats: Stats | None = None,
+          capture: Capture | None = None) -> Iterator[StreamResult | SourceEvent]:
     """Classify several sources with one model; every record goes to every sink (plain callables) as it is
     produced, and the results are yielded too. Ends when every source ended; stop it early by closing the
     generator (``break`` out of the loop)."""
-    stream = MultiStream(clf, sources, batch, stats).start()
+    stream = MultiStream(clf, sources, batch, stats, capture).start()
     sinks = list(sinks)
     try:
         for items in stream.batches():
