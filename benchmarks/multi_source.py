@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from .common import hymenoptera_dir
 
 
 def run(clf: Classifier, photos: list[Path], sources: int, per_source: int, batch: int | str) -> dict:
-    chunks = [photos[(i * per_source) % len(photos):][:per_source] for i in range(sources)]
+    ring = photos * (1 + sources * per_source // len(photos))  # wraps around when sources × images > the photos
+    chunks = [ring[i * per_source:(i + 1) * per_source] for i in range(sources)]
     srcs = [frames_source(f"s{i}", file_frames(expand_inputs([str(p) for p in chunk]))) for i, chunk in enumerate(chunks)]
     latencies: list[float] = []
     t0 = time.perf_counter()
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", default=["1", "auto"])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     photos = sorted((hymenoptera_dir() / "val").glob("*/*.jpg"))
     rows = []
     for batch in args.batch:
@@ -62,6 +65,7 @@ def main() -> None:
         base = next(r for r in rows if r["sources"] == 1 and r["batch"] == row["batch"])
         print(f"| {row['sources']} | {row['batch']} | {row['frames']} | {row['fps']} | {row['fps'] / base['fps']:.2f}× | "
               f"{row['p50_ms']} | {row['p90_ms']} | {row['p90_ms'] / base['p90_ms']:.2f}× |")
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -152,3 +152,39 @@ def test_a_missing_video_file_is_a_usage_error_at_start(bundle, tmp_path):
     proc = subprocess.run([BIN / "edge-predict", bundle, "--video", tmp_path / "nope.avi", "--video", tmp_path / "nope2.avi"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "no such video file" in proc.stderr
+
+
+def test_csv_and_table_carry_the_source_id_and_bad_options_exit_2(bundle, tmp_path):
+    a = colour_video(tmp_path / "a.avi", ["red"] * 3)
+    b = colour_video(tmp_path / "b.avi", ["green"] * 2)
+    proc = subprocess.run([BIN / "edge-predict", bundle, "--video", a, "--video", b, "--output-format", "csv", "-k", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert sorted((r["source_id"], r["label"]) for r in rows) == [("video1", "red")] * 3 + [("video2", "green")] * 2
+    assert "[video2] source_ended" in proc.stderr  # events go to stderr in csv/table mode
+    table = subprocess.run([BIN / "edge-predict", bundle, "--video", a, "--video", b, "-k", "1"], capture_output=True, text=True,
+                           timeout=120)
+    assert table.returncode == 0 and table.stdout.count("[video1] ") == 3
+    for bad in (["--name", "x=elsewhere.avi"], ["--batch", "0"], ["--name", "status=" + str(a)]):
+        proc = subprocess.run([BIN / "edge-predict", bundle, "--video", a, "--video", b, *bad], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2, (bad, proc.stderr)
+
+
+def test_a_watched_folder_that_disappears_fails_its_source_and_the_run_exits_2_after_the_others(bundle, tmp_path):
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    video = colour_video(tmp_path / "a.avi", ["red"] * 20)
+    proc = subprocess.Popen([BIN / "edge-predict", bundle, "--watch", folder, "--video", video, "--max-fps", "10",
+                             "--output-format", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    folder.rmdir()
+    out, err = proc.communicate(timeout=60)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert proc.returncode == 2, err
+    assert any(r.get("event") == "source_failed" and r["source_id"] == "watch1" for r in records)
+    assert len([r for r in records if r.get("source_id") == "video1" and "event" not in r]) == 20  # the other source finished
