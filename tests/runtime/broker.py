@@ -31,7 +31,9 @@ class Broker:
         self.process: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n"
+            # user root: mosquitto started as root otherwise drops to 'mosquitto', who cannot read pytest's 0700 folders
+            # (no effect when the tests run as another user)
+            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n"
             f"log_dest file {folder}/mosquitto.log\n", encoding="utf-8")
 
     def start(self) -> "Broker":

@@ -4,6 +4,7 @@ its last will (edge-predict killed with SIGKILL), and the bounded queue's drop c
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from edgeport.runtime.errors import UsageError
 from edgeport.runtime.service.mqtt import MqttSink, parse_mqtt_url
 
 from .broker import Broker
+from .mjpeg_server import free_port
 from .test_service import colour_video
 from .tiny_models import colour_bundle
 
@@ -147,3 +149,63 @@ def test_the_last_will_marks_a_killed_edge_predict_offline(broker, bundle, tmp_p
         if proc.poll() is None:
             proc.kill()
     sub.close()
+
+
+def _server_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 (subjectAltName IP), PEM: (CA cert, server cert, server key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test broker CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_mqtts_with_a_ca_file_and_a_password(tmp_path):
+    """A TLS listener that wants a user and password: the sink gets through with --mqtt-ca and user:pass in the URL."""
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    ca, cert, key = _server_cert(tmp_path)
+    subprocess.run([passwd, "-c", "-b", tmp_path / "passwd", "edge", "s3cret"], check=True)
+    plain, tls = Broker(tmp_path / "broker"), free_port()
+    (plain.folder / "mosquitto.conf").write_text(  # the plain listener for the test's subscriber, TLS + password for the edge
+        f"user root\nper_listener_settings true\nlistener {plain.port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {tls} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nallow_anonymous false\n"
+        f"password_file {tmp_path / 'passwd'}\nlog_dest file {plain.folder}/mosquitto.log\n")
+    plain.start()
+    try:
+        sub = Subscriber(plain, "secure/#")
+        sink = MqttSink(f"mqtts://edge:s3cret@127.0.0.1:{tls}/secure", ca_file=ca)
+        sink({"source_id": "cam", "frame": 0})
+        assert sub.wait(lambda: sub.records("secure/cam"), 15), sub.messages
+        assert sub.records("secure/cam") == [{"source_id": "cam", "frame": 0}]
+        sink.close()
+        wrong = MqttSink(f"mqtts://edge:wrong@127.0.0.1:{tls}/secure", ca_file=ca)
+        wrong({"source_id": "cam", "frame": 1})
+        time.sleep(2)
+        assert wrong.pending == 1 and len(sub.records("secure/cam")) == 1  # refused: the record waits, nothing leaks
+        wrong.close(timeout=1)
+        sub.close()
+    finally:
+        plain.stop()
+    with pytest.raises(UsageError):
+        MqttSink(f"mqtt://127.0.0.1:{tls}/x", ca_file=ca)  # a CA without TLS is a mistake, not ignored
