@@ -188,3 +188,29 @@ def test_a_watched_folder_that_disappears_fails_its_source_and_the_run_exits_2_a
     assert proc.returncode == 2, err
     assert any(r.get("event") == "source_failed" and r["source_id"] == "watch1" for r in records)
     assert len([r for r in records if r.get("source_id") == "video1" and "event" not in r]) == 20  # the other source finished
+
+
+def test_a_live_source_keeps_only_its_newest_frame_and_a_file_source_waits_for_room(bundle):
+    """The stale-frame rule, through the real reader threads: a live source that outruns inference loses its old
+    frames (counted as drops) and the next frame classified is the newest; a file source of the same speed loses none."""
+    clf = Classifier(bundle, threads=1)
+    produced = {"cam": 0, "file": 0}
+
+    def fast(name):
+        for i in range(200):
+            produced[name] = i + 1
+            yield Frame(name, np.full((32, 32, 3), 255, np.uint8), color="bgr", index=i)
+
+    from edgeport.runtime.service import frames_source
+
+    stream = MultiStream(clf, [frames_source("cam", fast("cam"), live=True), frames_source("file", fast("file"))], batch=1).start()
+    time.sleep(1.0)  # nothing is taken meanwhile: the camera runs through its 200 frames, the file stops at its queue
+    assert produced["cam"] == 200 and produced["file"] <= 4
+    seen = {"cam": [], "file": []}
+    for items in stream.batches():
+        for result in stream.classify(items):
+            if not isinstance(result, SourceEvent):
+                seen[result.source_id].append(result.index)
+    assert seen["cam"] == [199]  # only the newest: 199 stale frames dropped
+    assert stream.stats.sources["cam"].drops == 199 and stream.hub.drops["file"] == 0
+    assert seen["file"] == list(range(200))
