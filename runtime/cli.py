@@ -124,7 +124,7 @@ def _self_test(model, inputs, video, camera, watch, model_format, threads, verif
 @click.option("--model-format", type=click.Choice(format_names()), default=None,
               help="A bundle format by name (one the bundle has).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Inference threads (default: the backend's).")
-@click.option("--batch", type=_batch, default="1", show_default=True,
+@click.option("--batch", type=_batch, default="1", show_default=True, metavar="N|auto",
               help="Images per inference call; 'auto' with several sources: one frame of each ready source per call.")
 @click.option("--exact-preprocess", is_flag=True,
               help="The contract's reference resize instead of the fast JPEG path (DCT-domain downscaled decoding).")
