@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -30,13 +30,26 @@ from .records import UNKNOWN, StreamResult
 from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_record
 from .signing import bundle_root_of, verify_key_from
 
-__all__ = ["Classifier", "Prediction", "softmax"]
+if TYPE_CHECKING:
+    from .service.sources import Source
+
+__all__ = ["Classifier", "Prediction", "Prepared", "softmax"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)  # stable for large logits
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A frame decoded and preprocessed, ready for inference: ``tensor`` (C, H, W), or ``error``."""
+
+    frame: Frame
+    tensor: np.ndarray | None
+    error: str | None
+    prepare_ms: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class Prediction:
     @property
     def score(self) -> float:
         return self.top[0][1]
+
+
+def _as_frames(frames: Iterable[Frame | ImageInput], color: str | None) -> Iterator[Frame]:
+    return (f if isinstance(f, Frame) else Frame(describe_source(f), f, color=color) for f in frames)
 
 
 class Classifier:
@@ -179,11 +196,12 @@ class Classifier:
 
     def stream(
         self,
-        frames: Iterable[Frame | ImageInput],
+        frames: Iterable[Frame | ImageInput] | Mapping[str, Iterable[Frame | ImageInput]] | Sequence[Source],
         top_k: int = 5,
         threshold: float | None = None,
         color: str | None = None,
-        batch: int = 1,
+        batch: int | str = 1,
+        sinks: Iterable[Callable[[dict], None]] = (),
     ) -> Iterator[StreamResult]:
         """One ``StreamResult`` per frame, in order, as frames arrive; a frame that cannot be
         decoded gives an error result and the stream goes on.
@@ -191,38 +209,70 @@ class Classifier:
         ``frames`` are ``sources.Frame`` items or plain images (``color`` applies to ndarrays);
         ``threshold``: below this best score the label is ``"unknown"``; ``batch`` > 1 runs that
         many frames per inference call (for files; a live camera wants 1).
+
+        Several sources: a mapping ``{source id: frames}`` or a list of ``service.Source`` (cameras, streams
+        with reconnect …). Each source is read in its own thread into a bounded queue and frames are batched
+        across sources (``batch="auto"``: one per source); results carry ``source_id`` and source events
+        (``service.sources.SourceEvent``: lost/back/ended) are yielded between them (docs/service.md).
+        ``sinks``: plain callables, each gets every record (the jsonl dict) as it is produced.
         """
-        items = (f if isinstance(f, Frame) else Frame(describe_source(f), f, color=color) for f in frames)
+        from .records import to_record
+        from .service import frames_source, serve
+        from .service.sources import Source
+
+        sinks = list(sinks)
+        if isinstance(frames, Mapping) or (isinstance(frames, (list, tuple)) and frames and all(isinstance(s, Source) for s in frames)):
+            sources = list(frames) if not isinstance(frames, Mapping) else [
+                src if isinstance(src, Source) else frames_source(name, _as_frames(src, color)) for name, src in frames.items()]
+            yield from serve(self, sources, sinks, top_k=top_k, threshold=threshold, batch=batch)
+            return
+        items = _as_frames(frames, color)
+        batch = 1 if batch == "auto" else int(batch)
         while chunk := list(itertools.islice(items, batch)):
             if self._watcher is not None:
                 self._watcher.take()  # a checked new bundle is swapped in here, between two frames
-            yield from self._classify_chunk(chunk, top_k, threshold)
+            for result in self._classify_chunk(chunk, top_k, threshold):
+                for sink in sinks:
+                    sink(to_record(result))
+                yield result
 
-    def _classify_chunk(self, chunk: list[Frame], top_k: int, threshold: float | None) -> list[StreamResult]:
-        results: list[StreamResult | None] = [None] * len(chunk)
-        tensors, kept, t0 = [], [], time.perf_counter()
-        for i, frame in enumerate(chunk):
-            error = frame.error
-            if error is None:
-                try:
-                    tensors.append(self.preprocess(frame.image, frame.color))
-                    kept.append(i)
-                except ImageDecodeError as exc:
-                    error = exc.reason
-                except TypeError as exc:  # not an image at all: a bad frame, not a bad stream
-                    error = str(exc)
-            if error is not None:
-                results[i] = StreamResult(frame.source, frame.index, frame.timestamp, error=error)
-        if tensors:
-            probabilities = softmax(self.logits_from_tensor(np.stack(tensors)))
+    def prepare(self, frame: Frame) -> Prepared:
+        """Decode and preprocess one frame (the part a source's own thread can do): its tensor, or its error."""
+        t0 = time.perf_counter()
+        error = frame.error
+        if error is None:
+            try:
+                return Prepared(frame, self.preprocess(frame.image, frame.color), None, (time.perf_counter() - t0) * 1000)
+            except ImageDecodeError as exc:
+                error = exc.reason
+            except TypeError as exc:  # not an image at all: a bad frame, not a bad stream
+                error = str(exc)
+        return Prepared(frame, None, error, 0.0)
+
+    def classify_prepared(self, items: Sequence[Prepared], top_k: int = 5, threshold: float | None = None) -> list[StreamResult]:
+        """One result per prepared frame, in order: one inference call for all of them (batching across sources).
+        ``latency_ms`` is the frame's own preprocessing plus its share of the inference call."""
+        results: list[StreamResult | None] = [None] * len(items)
+        kept = [i for i, item in enumerate(items) if item.tensor is not None]
+        for i, item in enumerate(items):
+            if item.tensor is None:
+                f = item.frame
+                results[i] = StreamResult(f.source, f.index, f.timestamp, error=item.error, source_id=f.source_id)
+        if kept:
+            t0 = time.perf_counter()
+            probabilities = softmax(self.logits_from_tensor(np.stack([items[i].tensor for i in kept])))
             preds = self.top_k(probabilities, top_k)
-            per_frame_ms = (time.perf_counter() - t0) * 1000 / len(tensors)
+            infer_ms = (time.perf_counter() - t0) * 1000 / len(kept)
             for i, pred, row in zip(kept, preds, probabilities):
-                frame = chunk[i]
+                f = items[i].frame
                 if not np.isfinite(row).all():  # NaN compares false with every threshold: never an "ok" result
-                    results[i] = StreamResult(frame.source, frame.index, frame.timestamp,
+                    results[i] = StreamResult(f.source, f.index, f.timestamp, source_id=f.source_id,
                                               error="the model produced non-finite scores (NaN/inf) for this image")
                     continue
                 label = UNKNOWN if threshold is not None and pred.score < threshold else pred.label
-                results[i] = StreamResult(frame.source, frame.index, frame.timestamp, pred.top, label, per_frame_ms)
+                results[i] = StreamResult(f.source, f.index, f.timestamp, pred.top, label, items[i].prepare_ms + infer_ms,
+                                          source_id=f.source_id)
         return results  # type: ignore[return-value]
+
+    def _classify_chunk(self, chunk: list[Frame], top_k: int, threshold: float | None) -> list[StreamResult]:
+        return self.classify_prepared([self.prepare(frame) for frame in chunk], top_k, threshold)

@@ -18,7 +18,7 @@ from .errors import FrameSourceError, MissingDependencyError
 from .inputs import IMAGE_SUFFIXES, InputItem
 from .preprocess import ImageInput
 
-__all__ = ["Frame", "file_frames", "video_frames", "camera_frames", "watch_frames", "paced"]
+__all__ = ["Frame", "file_frames", "video_frames", "camera_frames", "url_frames", "watch_frames", "paced", "is_url"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Frame:
     index: int | None = None
     timestamp: float | None = None
     error: str | None = None
+    source_id: str | None = None  # the service's name for the source (``--name cam1=…``), carried into every record
 
 
 def file_frames(items: Iterable[InputItem]) -> Iterator[Frame]:
@@ -98,6 +99,28 @@ def camera_frames(index: int, every: int = 1) -> Iterator[Frame]:
         capture.release()
         raise FrameSourceError(f"camera {index}: OpenCV cannot open it; check the index and that no other program uses it")
     return _capture_frames(capture, f"camera:{index}", every, clock="wall")
+
+
+#: How long OpenCV's FFmpeg backend waits to open a network stream, and for its next frame, before it gives up
+#: (its defaults wait for a long time, so a stopped RTSP/HTTP server would hang the source instead of reconnecting).
+URL_TIMEOUT_MS = 5000
+
+
+def is_url(source: str) -> bool:
+    """A network stream (``rtsp://``, ``http://`` …) rather than a video file."""
+    return "://" in source
+
+
+def url_frames(url: str, every: int = 1, timeout_ms: int = URL_TIMEOUT_MS) -> Iterator[Frame]:
+    """Live frames of a network stream (RTSP, HTTP MJPEG … anything OpenCV's FFmpeg backend opens), BGR,
+    until it stops delivering."""
+    cv2 = _cv2()
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    if not capture.isOpened():
+        capture.release()
+        raise FrameSourceError(f"{url}: OpenCV cannot open this stream; check the URL and that the server is up")
+    return _capture_frames(capture, url, every, clock="wall")
 
 
 #: A watched file is read once its size and mtime stayed the same for this long (a writer pausing longer

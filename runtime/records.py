@@ -41,6 +41,7 @@ class StreamResult:
     label: str | None = None
     latency_ms: float | None = None
     error: str | None = None
+    source_id: str | None = None  # the service's source name (several sources in one process)
 
     @property
     def ok(self) -> bool:
@@ -70,7 +71,8 @@ def escape_controls(text: str) -> str:
 
 def to_record(result: StreamResult) -> dict:
     """The JSON-able record of one result (the jsonl line), every text field valid UTF-8."""
-    record: dict = {"source": clean_text(result.source)}
+    record: dict = {"source_id": result.source_id} if result.source_id is not None else {}
+    record["source"] = clean_text(result.source)
     if result.index is not None:
         record["frame"], record["timestamp"] = result.index, result.timestamp
     record["ok"] = result.ok
@@ -83,8 +85,9 @@ def to_record(result: StreamResult) -> dict:
     return record
 
 
-def csv_header() -> str:
-    return ",".join(_CSV_COLUMNS)
+def csv_header(with_ids: bool = False) -> str:
+    """The csv header; ``with_ids`` adds the ``source_id`` column (several sources in one process)."""
+    return ",".join(_CSV_COLUMNS + (["source_id"] if with_ids else []))
 
 
 def _escaped(record: dict) -> dict:
@@ -101,13 +104,15 @@ def _csv_line(record: dict) -> str:
         row["score"] = record["top_k"][0]["score"]
         row["top_k"] = ";".join(f"{e['label']}:{e['score']}" for e in row["top_k"])
     buffer = io.StringIO()  # no newline can be left in a field, so the empty line terminator is safe
-    csv.DictWriter(buffer, _CSV_COLUMNS, extrasaction="ignore", lineterminator="").writerow(row)
+    columns = _CSV_COLUMNS + (["source_id"] if "source_id" in record else [])
+    csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="").writerow(row)
     return buffer.getvalue()
 
 
 def _table_lines(record: dict) -> str:
     record = _escaped(record)
-    where = record["source"] + (f" #{record['frame']} @{record['timestamp']:.3f}s" if "frame" in record else "")
+    where = (f"[{record['source_id']}] " if "source_id" in record else "") + record["source"]
+    where += f" #{record['frame']} @{record['timestamp']:.3f}s" if "frame" in record else ""
     if not record["ok"]:
         return f"{where}  ERROR: {record['error']}"
     lines = [f"{where}  → {record['label']}  ({record['latency_ms']:.1f} ms)"]

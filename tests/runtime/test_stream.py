@@ -222,8 +222,8 @@ def test_usage_errors(clf, tmp_path):
     runner = CliRunner()
     nothing = runner.invoke(predict_main, [str(clf.model_path)])
     assert nothing.exit_code == 2 and "exactly one of" in nothing.output
-    both = runner.invoke(predict_main, [str(clf.model_path), "x.jpg", "--video", "v.avi"])
-    assert both.exit_code == 2 and "INPUTS, --video" in both.output
+    both = runner.invoke(predict_main, [str(clf.model_path), "x.jpg", "--video", "v.avi"])  # two sources now (service mode)
+    assert both.exit_code == 2 and "v.avi: no such video file" in both.output
     missing = runner.invoke(predict_main, [str(clf.model_path), "--video", str(tmp_path / "none.avi")])
     assert missing.exit_code == 2 and "no such video file" in missing.output
     (tmp_path / "fake.avi").write_text("not a video")

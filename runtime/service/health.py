@@ -1,0 +1,106 @@
+"""``--health-port``: ``/healthz`` (200 while every source delivers, else 503; a JSON body per source) and
+``/metrics`` in the Prometheus text format, written by ``prometheus-client`` (the ``[metrics]`` extra).
+
+The metric families are built from a ``Stats`` snapshot at scrape time (a custom collector in a registry of our
+own), so nothing global is registered and the service loop only updates plain counters.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+from ..errors import MissingDependencyError, UsageError
+from .stats import LATENCY_BUCKETS_S, Stats
+
+__all__ = ["HealthServer", "metrics_registry"]
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise MissingDependencyError("--health-port needs prometheus-client: pip install 'edgeport[metrics]'") from exc
+    return prometheus_client
+
+
+def metrics_registry(stats: Stats) -> Any:
+    """A ``CollectorRegistry`` whose one collector reads ``stats`` at each scrape."""
+    prometheus_client = _prometheus()
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    class StatsCollector:
+        def collect(self) -> Iterator[Any]:
+            with stats.lock:
+                sources = {k: (s.frames, s.errors, s.drops, s.queue_depth, s.state, s.outages) for k, s in stats.sources.items()}
+                buckets, count, total = list(stats.bucket_counts), stats.latency_count, stats.latency_sum_s
+            families = {
+                "frames": CounterMetricFamily("edgeport_frames", "Frames classified (ok or not) per source", labels=["source"]),
+                "errors": CounterMetricFamily("edgeport_frame_errors", "Frames that gave an error record", labels=["source"]),
+                "drops": CounterMetricFamily("edgeport_frames_dropped", "Stale live frames dropped from a full queue",
+                                             labels=["source"]),
+                "outages": CounterMetricFamily("edgeport_source_outages", "Times a live source was lost", labels=["source"]),
+                "depth": GaugeMetricFamily("edgeport_queue_depth", "Frames waiting in the source's queue", labels=["source"]),
+                "up": GaugeMetricFamily("edgeport_source_up", "1 while the source delivers frames", labels=["source"]),
+            }
+            for source_id, (frames, errors, drops, depth, state, outages) in sources.items():
+                for key, value in (("frames", frames), ("errors", errors), ("drops", drops), ("outages", outages),
+                                   ("depth", depth), ("up", int(state == "up"))):
+                    families[key].add_metric([source_id], value)
+            yield from families.values()
+            histogram = HistogramMetricFamily("edgeport_inference_latency_seconds",
+                                              "Inference time per frame (its share of a batched call)")
+            histogram.add_metric([], [(str(b), c) for b, c in zip(LATENCY_BUCKETS_S, buckets)] + [("+Inf", count)], total)
+            yield histogram
+            info = GaugeMetricFamily("edgeport_model_info", "The model served (1)", labels=["sha256", "format"])
+            info.add_metric([stats.model_sha256 or "", stats.model_format or ""], 1)
+            yield info
+
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector())
+    return registry
+
+
+class HealthServer:
+    """A small HTTP server in a daemon thread; ``max_age_s``: how long a source may go without a frame."""
+
+    def __init__(self, stats: Stats, port: int, host: str = "127.0.0.1", max_age_s: float = 30.0):
+        prometheus_client = _prometheus()
+        registry = metrics_registry(stats)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # no access log on the records' stderr
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    healthy, body = stats.health(max_age_s)
+                    data, status, kind = json.dumps(body).encode(), 200 if healthy else 503, "application/json"
+                elif path == "/metrics":
+                    data, status, kind = prometheus_client.generate_latest(registry), 200, prometheus_client.CONTENT_TYPE_LATEST
+                else:
+                    data, status, kind = b"try /healthz or /metrics\n", 404, "text/plain"
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise UsageError(f"--health-port {port}: cannot listen on {host}:{port} ({exc.strerror}); pick a free port") from exc
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="edgeport-health", daemon=True)
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
