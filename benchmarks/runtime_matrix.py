@@ -88,7 +88,7 @@ def main() -> None:
         described[name] = versions(python)
         results[name] = {fmt: predict(python, args.bundle, fmt, photos) for fmt in formats}
     failed = False
-    print(f"| environment | runtimes | format | images | top-1 agreement with newest | max Δ top-1 probability |")
+    print("| environment | runtimes | format | images | top-1 agreement with newest | max Δ top-1 probability |")
     print("|---|---|---|---|---|---|")
     for name in results:
         for fmt in formats:
