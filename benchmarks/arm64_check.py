@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from .arm64_root import MNT, REPO, VENV
 
 AGREEMENT_GATE = 97.0
 WORK = REPO / "build" / "arm64-check"
+DEVICES_DOC = REPO / "docs" / "devices.md"
 #: Linux arm64 AT_HWCAP / AT_HWCAP2 bit names, in bit order (arch/arm64/include/uapi/asm/hwcap.h).
 HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop "
                "sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
@@ -52,6 +54,20 @@ def hwcap_features(hwcap: int, hwcap2: int) -> list[str]:
     """The kernel's /proc/cpuinfo feature names of an AT_HWCAP / AT_HWCAP2 pair."""
     return ([name for bit, name in enumerate(HWCAP_NAMES) if hwcap >> bit & 1]
             + [name for bit, name in enumerate(HWCAP2_NAMES) if hwcap2 >> bit & 1])
+
+
+def unit_command(doc: Path, bundle: str, clip: str) -> list[str]:
+    """The ``ExecStart=`` of the systemd unit in docs/devices.md (split as systemd splits it), its bundle path
+    replaced by ``bundle`` and ``--camera N`` by ``--video clip``: an emulator has no camera."""
+    lines = [line for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("ExecStart=")]
+    if len(lines) != 1:
+        raise SystemExit(f"{doc} must hold exactly one ExecStart= line, found {len(lines)}")
+    argv = shlex.split(lines[0].removeprefix("ExecStart="))
+    if "--camera" not in argv:
+        raise SystemExit(f"{doc}: the unit's ExecStart has no --camera to replace")
+    at = argv.index("--camera")
+    argv[at: at + 2] = ["--video", clip]
+    return [bundle if arg == f"{VENV}/bundle" else arg for arg in argv]
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,7 @@ def main() -> None:
             video = root_predict(root_bundle, ["--video", f"{MNT}/work/clip.avi"], "onnx", k, "")
             has_self_test = "--self-test" in arm.in_root(arm.ROOT, [f"{VENV}/bin/edge-predict", "--help"]).stdout
             self_test = arm.in_root(arm.ROOT, [f"{VENV}/bin/edge-predict", root_bundle, "--self-test"]) if has_self_test else None
+            unit = arm.in_root(arm.ROOT, unit_command(DEVICES_DOC, root_bundle, f"{MNT}/work/clip.avi"))
 
         rows.append(("arm64 CPU (emulated, qemu-user)", "–",
                      " ".join(f for f in KERNEL_FEATURES if f in features) or "none",
@@ -296,6 +313,10 @@ def main() -> None:
         rows.append(("d. --video MJPG clip vs x86", str(frames), f"{len(video.probs)} frames, top-1 equal {cv.same_top1}/{cv.n}",
                      f"max abs Δ probability {cv.max_delta:.1e}; {latency(video)}",
                      video.error is None and len(video.probs) == frames and cv.same_top1 == cv.n == frames))
+        served = parse_run(unit.stdout, unit.stderr, unit.returncode, "")
+        rows.append(("e. docs/devices.md systemd ExecStart (--camera → the clip)", str(frames),
+                     f"exit {unit.returncode}, {len(served.probs)} frames", "the unit's own options, onnx-int8",
+                     unit.returncode == 0 and len(served.probs) == frames and served.failed == 0))
         check_s = time.monotonic() - started
         if args.study:
             rows += study(models, bundle, photos, rel, ref, k, host_prefix, root_photos, prefix, versions["openvino"],
