@@ -90,10 +90,10 @@ def test_the_check_refuses_a_data_folder_without_train_and_val(tmp_path):
 
 
 def test_the_devices_page_unit_runs_on_the_clip_instead_of_a_camera(tmp_path):
-    from benchmarks.arm64_check import DEVICES_DOC, unit_command
-
     import cv2
     import numpy as np
+
+    from benchmarks.arm64_check import DEVICES_DOC, unit_command
 
     clip, bundle = tmp_path / "clip.avi", tmp_path / "empty-bundle"
     bundle.mkdir()
