@@ -322,9 +322,9 @@ def main() -> None:
             rows += study(models, bundle, photos, rel, ref, k, host_prefix, root_photos, prefix, versions["openvino"],
                           {bundle / "model.int8.onnx": (int8, host_int8)})
     total_s = time.monotonic() - started
-    print(f"\narm64 check: {len(rel)} of {len(list((data / 'val').rglob('*.jpg')))} val photos (every {args.every}th), "
+    print(f"\narm64 check: {len(rel)} of {len(list((data / 'val').rglob('*.jpg')))} val photos (1 in {args.every}), "
           f"x86 reference on the host with the same library versions ({', '.join(pins[:3])}); root "
-          f"{'built' if built else 'reused'}; host setup {setup_s:.0f} s, install in the root {install_s:.0f} s, checks a–d "
+          f"{'built' if built else 'reused'}; host setup {setup_s:.0f} s, install in the root {install_s:.0f} s, checks a–e "
           f"done after {check_s:.0f} s, total {total_s:.0f} s\n")
     print(render_table(rows))
     sys.exit(0 if all(ok is not False for *_, ok in rows) else 1)
