@@ -17,7 +17,7 @@ RELEASE_DATA ?= ../shared/data/hymenoptera
 RELEASE_OUT ?= dist/hymenoptera
 MAX_DROP ?= 1
 
-.PHONY: setup demo test test-fast release-model clean
+.PHONY: setup demo test test-fast release-model arm64-check clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,13 @@ release-model: $(STAMP)
 	$(BIN)/edge-export build/release/run/best.pt --out $(RELEASE_OUT) \
 	    --formats onnx,onnx-int8,openvino,openvino-int8 --calib "$(RELEASE_DATA)/train" \
 	    --eval "$(RELEASE_DATA)/val" --max-drop $(MAX_DROP) --report $(RELEASE_OUT).report.json
+
+# The device install on linux/aarch64, in an emulated Debian 12 arm64 root (needs root; installs mmdebstrap and
+# qemu-user-static itself): edge-predict FP32/INT8/--video against x86, one table, exit 1 on a mismatch.
+# ARM64_ARGS="--study" adds the INT8 schemes and OpenVINO's ARM plugin; "--every 1" checks all 153 val photos.
+ARM64_ARGS ?=
+arm64-check: $(STAMP)
+	$(PY) -m benchmarks.arm64_check --data "$(RELEASE_DATA)" $(ARM64_ARGS)
 
 clean:
 	rm -rf build dist $(VENV)
