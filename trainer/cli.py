@@ -62,6 +62,9 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--lr-mult", type=click.FloatRange(min=1), default=None,
               help=f"Discriminative LRs: head LR ÷ earliest group LR; groups between spread geometrically (fastai's slice) "
                    f"[default: the recipe's, {get_recipe(DEFAULT_RECIPE).lr_mult:g}].")
+@click.option("--unfrozen-lr-div", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Unfrozen phase: the head peaks at LR/this [default: the recipe's, "
+                   f"{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g}].")
 @click.option("--recipe", type=click.Choice(recipe_names()), default=DEFAULT_RECIPE,
               help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'); "
                    "classic: the recipe before it, fastai: fastai's fine_tune settings.")
@@ -113,7 +116,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
                    "before the job fails instead of hanging.")
 @debug_option
 def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float | None,
-         recipe: str, balance: str, tta: bool,
+         unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
          workers: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
          scan: str, aug: str, out_dir: str, resume_dir: str | None, nproc_per_node: int, dist_timeout: float,
@@ -145,7 +148,7 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
             result = fit(data_dir, resume_dir, TrainConfig(), resume=True, dist_timeout=dist_timeout)
         else:
             config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
-                                 lr_mult=lr_mult, recipe=recipe, balance=balance, tta=tta, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
+                                 lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
                                  workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
                                  labels_csv=labels_csv, val_csv=val_csv)

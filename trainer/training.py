@@ -288,6 +288,12 @@ def _record_failures(ctx: Dist, split: DataSplit, loaders: list[RecordingLoader]
     return bool(new)
 
 
+def _pct_start(pct_start: float, total_steps: int) -> float:
+    """The recipe's warm-up share, except where torch's OneCycleLR would divide by zero: a warm-up of exactly one
+    step (``pct_start × steps == 1``, e.g. 0.2 × 5 steps on a 44-image set at batch 8) gets one and a half."""
+    return 1.5 / total_steps if abs(pct_start * total_steps - 1.0) < 1e-9 else pct_start
+
+
 def _gathered_tta(ctx: Dist, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
     correct, total = ctx.sum(*tta_accuracy(model, loader, device))
     return correct / total
@@ -379,7 +385,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
         optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
-            pct_start=phase.schedule.pct_start, div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
+            pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)), div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
         )
         if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
             optimizer.load_state_dict(state["optimizer"])
@@ -411,7 +417,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             history.append(row)
             throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
                                "images_per_second": seen / train_seconds})
-            say(reports.table_row(row))
+            say(reports.table_row(row) + (f"  (TTA accuracy {row['val_accuracy_tta']:.4f})" if config.tta else ""))
             improved = not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
             if improved:
                 best, best_eval = dict(row), evaluation

@@ -189,3 +189,21 @@ def test_tta_is_reported_beside_accuracy_and_never_changes_the_model(hymenoptera
 
 def test_schedule_defaults_match_torch_one_cycle():
     assert Schedule(0.2, 10.0).final_div == 1e4  # torch OneCycleLR's final_div_factor, so 'classic' is unchanged
+
+
+def test_one_cycle_survives_a_one_step_warm_up():
+    """0.2 × 5 steps (44 photos at batch 8) made torch's OneCycleLR divide by zero before issue #14."""
+    from edgeport.trainer.training import _pct_start
+
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=1e-3)
+    with pytest.raises(ZeroDivisionError):
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=5, pct_start=0.2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=5, pct_start=_pct_start(0.2, 5))
+    lrs = []
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert max(lrs) == pytest.approx(1e-3, rel=0.2) and lrs[-1] < 1e-6  # warms up, then anneals
+    assert _pct_start(0.2, 7) == 0.2  # untouched wherever torch copes
