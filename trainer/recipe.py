@@ -56,8 +56,9 @@ CLASSIC = Recipe(
     weight_decay=0.01,
 )
 
-#: The default. A candidate becomes default only after it measured better (docs/training.md, "Recipe, measured").
-DEFAULT = replace(CLASSIC, name="default")
+#: The default since issue #14. Only ``unfrozen_lr_div`` differs from ``classic`` (lr/2, fastai's value): the one
+#: candidate measured better so far (docs/training.md, "Recipe, measured"); the others stay off until they measure better.
+DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

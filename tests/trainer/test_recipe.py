@@ -29,7 +29,7 @@ LR = 1e-3
 EXPECTED = {
     "default": {
         "frozen": ({"head": 1e-3}, (0.2, 10.0)),
-        "unfrozen": ({"body0": 1e-6, "body1": 1e-6 * 100 ** (1 / 3), "body2": 1e-6 * 100 ** (2 / 3), "head": 1e-4},
+        "unfrozen": ({"body0": 5e-6, "body1": 5e-6 * 100 ** (1 / 3), "body2": 5e-6 * 100 ** (2 / 3), "head": 5e-4},
                      (0.2, 10.0)),
     },
     "classic": {
