@@ -148,7 +148,8 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
             result = fit(data_dir, resume_dir, TrainConfig(), resume=True, dist_timeout=dist_timeout)
         else:
             config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
-                                 lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
+                                 lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta,
+                                 unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
                                  workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
                                  labels_csv=labels_csv, val_csv=val_csv)

@@ -385,7 +385,8 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
         optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
-            pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)), div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
+            pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)),
+            div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
         )
         if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
             optimizer.load_state_dict(state["optimizer"])
