@@ -8,7 +8,8 @@ import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
 from edgeport.runtime.errors import UsageError
 
-from .registry import STRATEGIES, arch_names, aug_names
+from .recipe import DEFAULT_RECIPE, get_recipe, recipe_names
+from .registry import BALANCE_MODES, STRATEGIES, arch_names, aug_names
 
 STRATEGY_HELP = (
     "head: frozen body, train only the new head. finetune: --freeze-epochs head-only, then everything "
@@ -56,9 +57,22 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--freeze-epochs", type=click.IntRange(min=0), default=1, help="Epochs first, pretrained body frozen, new head only.")
 @click.option("--lr", callback=_parse_lr, default="5e-3", metavar="LR|auto",
               help="Peak LR of the new head (one-cycle per phase), or 'auto' to take the LR finder's valley. "
-                   "Unfrozen, the head peaks at LR/10 and the earliest layer group at LR/10/--lr-mult.")
-@click.option("--lr-mult", type=click.FloatRange(min=1), default=100.0,
-              help="Discriminative LRs: head LR ÷ earliest group LR; groups between spread geometrically (fastai's slice).")
+                   f"Unfrozen, the head peaks at LR/{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g} (the recipe's divisor) "
+                   "and the earliest layer group at that/--lr-mult.")
+@click.option("--lr-mult", type=click.FloatRange(min=1), default=None,
+              help=f"Discriminative LRs: head LR ÷ earliest group LR; groups between spread geometrically (fastai's slice) "
+                   f"[default: the recipe's, {get_recipe(DEFAULT_RECIPE).lr_mult:g}].")
+@click.option("--unfrozen-lr-div", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Unfrozen phase: the head peaks at LR/this [default: the recipe's, "
+                   f"{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g}].")
+@click.option("--recipe", type=click.Choice(recipe_names()), default=DEFAULT_RECIPE,
+              help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'); "
+                   "classic: the recipe before it, fastai: fastai's fine_tune settings.")
+@click.option("--balance", type=click.Choice(BALANCE_MODES), default="none",
+              help="Class imbalance: weights (class-weighted loss) or sampler (class-balanced batches, one process).")
+@click.option("--tta", is_flag=True,
+              help="Also report validation accuracy with test-time augmentation (mean over the eval crop and its "
+                   "mirror) in metrics.json; best.pt and exports are unaffected.")
 @click.option("--unfreeze", callback=_parse_unfreeze, default=None, metavar="K|full",
               help="gradual: unfreeze only the last K body blocks [default: full].")
 @click.option("--lr-find", "lr_find_only", is_flag=True,
@@ -101,7 +115,8 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Multi-process runs: how long a process waits for the others (rank 0's scan and LR finder included) "
                    "before the job fails instead of hanging.")
 @debug_option
-def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float,
+def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float | None,
+         unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
          workers: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
          scan: str, aug: str, out_dir: str, resume_dir: str | None, nproc_per_node: int, dist_timeout: float,
@@ -133,7 +148,8 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
             result = fit(data_dir, resume_dir, TrainConfig(), resume=True, dist_timeout=dist_timeout)
         else:
             config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
-                                 lr_mult=lr_mult, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
+                                 lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta,
+                                 unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
                                  workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
                                  labels_csv=labels_csv, val_csv=val_csv)

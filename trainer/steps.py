@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from .devices import amp_dtype, use_amp, use_channels_last
 
-__all__ = ["to_device", "train_step", "evaluate"]
+__all__ = ["to_device", "train_step", "evaluate", "tta_logits", "tta_accuracy"]
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,15 +22,18 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[t
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, device: torch.device,
-               batch_augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> float:
+               batch_augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               criterion: nn.Module | None = None) -> float:
     """Forward, backward and update (under AMP on CUDA); returns the batch's mean loss.
-    ``batch_augment`` is the on-device half of ``--aug`` (CUDA only), applied after the transfer."""
+    ``batch_augment`` is the on-device half of ``--aug`` (CUDA only), applied after the transfer;
+    ``criterion`` (default: plain cross-entropy) carries the recipe's label smoothing and ``--balance weights``."""
     x, y = to_device(x, y, device)
     if batch_augment is not None:
         x = batch_augment(x)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp_dtype(device), enabled=use_amp(device)):
-        loss = nn.functional.cross_entropy(model(x), y)
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y) if criterion is None else criterion(out, y)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -58,3 +61,28 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict
         "losses": nn.functional.cross_entropy(out, target, reduction="none", ignore_index=-1),
         "probs": out.softmax(1),
     }
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation: the mean softmax over the eval crop and its mirror image (log of it, as logits).
+
+    fastai's ``Learner.tta`` averages random training augmentations; the eval crop plus a horizontal flip is
+    the deterministic, cheap core of it (two forward passes). A run-time report only: it is never exported.
+    """
+    probs = model(x).float().softmax(1) + model(torch.flip(x, dims=[3])).float().softmax(1)
+    return (probs / 2).log()
+
+
+@torch.no_grad()
+def tta_accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[int, int]:
+    """(correct, counted) with ``tta_logits`` over the loader; images the loader failed to decode are not counted."""
+    model.eval()
+    correct = counted = 0
+    for x, y in loader:
+        x, _ = to_device(x, y, device)
+        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=use_amp(device)):
+            preds = tta_logits(model, x).argmax(1).cpu()
+        keep = y >= 0
+        correct += int((preds[keep] == y[keep]).sum())
+        counted += int(keep.sum())
+    return correct, counted

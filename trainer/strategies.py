@@ -13,6 +13,7 @@ from edgeport.runtime.errors import UsageError
 from torch import nn
 
 from .models import head_module_name
+from .recipe import CLASSIC, Recipe, Schedule
 from .registry import STRATEGIES
 
 __all__ = ["STRATEGIES", "LayerGroup", "Phase", "layer_blocks", "layer_groups", "discriminative_lrs",
@@ -41,6 +42,8 @@ class Phase:
     trainable_blocks: int | None  # None: every body block; 0: head only
     head_lr: float
     lr_mult: float  # earliest trainable group gets head_lr / lr_mult; 1.0: one LR for all
+    schedule: Schedule = CLASSIC.single  # the one-cycle shape (recipe.Recipe)
+    train_bn: bool = False  # frozen BatchNorm layers trainable and in train mode (fastai's train_bn)
 
 
 def _owns(prefix: str, name: str) -> bool:
@@ -97,32 +100,43 @@ def discriminative_lrs(n_groups: int, head_lr: float, lr_mult: float) -> list[fl
     return [low * (head_lr / low) ** (i / (n_groups - 1)) for i in range(n_groups)]
 
 
-def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, unfrozen_lr_div: float,
-                lr_mult: float, unfreeze: int | None) -> list[Phase]:
-    """The phases a strategy runs; every strategy trains ``freeze_epochs + epochs`` epochs in total."""
-    frozen = Phase("frozen", freeze_epochs, 0, lr, 1.0)
-    unfrozen_lr = lr / unfrozen_lr_div
+def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, unfrozen_lr_div: float | None = None,
+                lr_mult: float | None = None, unfreeze: int | None, recipe: Recipe = CLASSIC) -> list[Phase]:
+    """The phases a strategy runs; every strategy trains ``freeze_epochs + epochs`` epochs in total.
+
+    LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given.
+    """
+    div = recipe.unfrozen_lr_div if unfrozen_lr_div is None else unfrozen_lr_div
+    mult = recipe.lr_mult if lr_mult is None else lr_mult
+    frozen = Phase("frozen", freeze_epochs, 0, lr, 1.0, recipe.frozen, recipe.train_bn_frozen)
+    unfrozen_lr = lr / div
     if strategy == "head":
-        phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0)]
+        phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0, recipe.single, recipe.train_bn_frozen)]
     elif strategy == "finetune":
-        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, lr_mult)]
+        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen)]
     elif strategy == "gradual":
-        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, lr_mult)]
+        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen)]
     elif strategy == "full":
-        phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0)]
+        phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0, recipe.single)]
     else:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     return [p for p in phases if p.epochs > 0]
 
 
 def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> list[dict]:
-    """Freeze all but the phase's last blocks and the head; optimizer param groups with their peak LRs."""
+    """Freeze all but the phase's last blocks and the head; optimizer param groups with their peak LRs.
+
+    With ``phase.train_bn`` the BatchNorm weights of frozen blocks train too (fastai's ``train_bn``), at the
+    LR of their layer group, and ``train_mode`` then lets them update their running statistics.
+    """
     blocks, head = layer_blocks(model)
     k = len(blocks) if phase.trainable_blocks is None else min(phase.trainable_blocks, len(blocks))
     trainable = blocks[len(blocks) - k:] + [head]
+    bn_params = {f"{m}.{p}" if m else p for m, module in model.named_modules()
+                 if isinstance(module, nn.modules.batchnorm._BatchNorm) for p, _ in module.named_parameters(recurse=False)}
     named = dict(model.named_parameters())
     for name, param in named.items():
-        param.requires_grad = any(_owns(b, name) for b in trainable)
+        param.requires_grad = any(_owns(b, name) for b in trainable) or (phase.train_bn and name in bn_params)
     groups = [g for g in layer_groups(model, n_body_groups) if any(named[p].requires_grad for p in g.params)]
     lrs = discriminative_lrs(len(groups), phase.head_lr, phase.lr_mult)
     return [{"params": [named[p] for p in g.params if named[p].requires_grad], "lr": lr, "name": g.name}

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import reports
 from .augment import train_transforms
+from .balance import BALANCE_MODES, balanced_sampler, class_weights
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
 from .devices import (
@@ -45,8 +46,9 @@ from .devices import (
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
 from .lr_find import lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
+from .recipe import DEFAULT_RECIPE, get_recipe
 from .scan import SCAN_MODES
-from .steps import evaluate, train_step
+from .steps import evaluate, train_step, tta_accuracy
 from .strategies import STRATEGIES, Phase, plan_phases, set_trainable, train_mode
 from .transforms import eval_transform
 
@@ -67,8 +69,9 @@ class TrainConfig:
     epochs: int = 3  # unfrozen epochs, after the head-only ones
     freeze_epochs: int = 1
     lr: float | str = 5e-3  # peak LR of the new head while the body is frozen; "auto": LR finder's valley
-    unfrozen_lr_div: float = 10.0  # unfrozen: the head peaks at lr / 10 ...
-    lr_mult: float = 100.0  # ... the earliest body group at that / 100, groups between geometrically
+    recipe: str = DEFAULT_RECIPE  # per-phase LRs, schedules, BatchNorm, loss (recipe.RECIPES)
+    unfrozen_lr_div: float | None = None  # None: the recipe's (unfrozen, the head peaks at lr / this) ...
+    lr_mult: float | None = None  # ... the earliest body group at that / lr_mult, groups between geometrically
     unfreeze: int | None = None  # gradual: body blocks unfrozen from the end (None: all)
     batch_size: int = 16  # small data: more steps per epoch beat bigger batches
     seed: int = 0
@@ -82,6 +85,8 @@ class TrainConfig:
     scan: str = "header"  # header: cheap file checks, decode errors caught in the loader; full: decode every file first
     labels_csv: str | None = None  # path,label[,valid] rows, paths relative to the data folder
     val_csv: str | None = None  # path[,label] rows of the validation images (with labels_csv)
+    balance: str = "none"  # none | weights (class-weighted loss) | sampler (class-balanced batches)
+    tta: bool = False  # also report validation accuracy with test-time augmentation (steps.TTA)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -92,8 +97,11 @@ class TrainConfig:
             raise UsageError("--batch-size must be ≥ 1")
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.lr_mult < 1 or self.unfrozen_lr_div <= 0:
-            raise UsageError("--lr-mult must be ≥ 1")
+        if (self.lr_mult is not None and self.lr_mult < 1) or (self.unfrozen_lr_div is not None and self.unfrozen_lr_div <= 0):
+            raise UsageError("--lr-mult must be ≥ 1 and the unfrozen LR divisor > 0")
+        get_recipe(self.recipe)  # a UsageError naming the choices
+        if self.balance not in BALANCE_MODES:
+            raise UsageError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         if self.unfreeze is not None and (self.strategy != "gradual" or self.unfreeze < 1):
             raise UsageError("--unfreeze K (K ≥ 1, or 'full') only goes with --strategy gradual")
         if self.scan not in SCAN_MODES:
@@ -107,7 +115,8 @@ class TrainConfig:
         if self.lr == "auto":
             raise UsageError("resolve --lr auto with the LR finder before planning phases")
         return plan_phases(self.strategy, freeze_epochs=self.freeze_epochs, epochs=self.epochs, lr=float(self.lr),
-                           unfrozen_lr_div=self.unfrozen_lr_div, lr_mult=self.lr_mult, unfreeze=self.unfreeze)
+                           unfrozen_lr_div=self.unfrozen_lr_div, lr_mult=self.lr_mult, unfreeze=self.unfreeze,
+                           recipe=get_recipe(self.recipe))
 
 
 @dataclass
@@ -129,7 +138,12 @@ def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig
               "collate_fn": collate_with_failures}
     generator = torch.Generator().manual_seed(config.seed)
     train_set = ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0], substitute=True)
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
+    if config.balance == "sampler":
+        if ctx.active:
+            raise UsageError("--balance sampler runs in one process; use --balance weights with --nproc-per-node")
+        sampler = balanced_sampler([label for _, label in split.train], len(split.classes), config.seed)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
     train = DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
                        generator=generator, **common)
     val_set = ImageListDataset(split.val, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
@@ -274,6 +288,17 @@ def _record_failures(ctx: Dist, split: DataSplit, loaders: list[RecordingLoader]
     return bool(new)
 
 
+def _pct_start(pct_start: float, total_steps: int) -> float:
+    """The recipe's warm-up share, except where torch's OneCycleLR would divide by zero: a warm-up of exactly one
+    step (``pct_start × steps == 1``, e.g. 0.2 × 5 steps on a 44-image set at batch 8) gets one and a half."""
+    return 1.5 / total_steps if abs(pct_start * total_steps - 1.0) < 1e-9 else pct_start
+
+
+def _gathered_tta(ctx: Dist, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    correct, total = ctx.sum(*tta_accuracy(model, loader, device))
+    return correct / total
+
+
 def _decoded_files(split: DataSplit, decoded: torch.Tensor | None) -> list[Path]:
     """The validation files that the best epoch's evaluation covers (all of them unless the loader failed on some)."""
     return [p for i, (p, _) in enumerate(split.val) if decoded is None or decoded[i]]
@@ -346,6 +371,11 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                                "skipped": split.skipped, "lr_find": found}
     scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
     batch_augment = train_transforms(contract, config.aug, device)[1]  # the GPU half of --aug, or None
+    recipe = get_recipe(config.recipe)
+    weight = class_weights([label for _, label in split.train], len(split.classes)) if config.balance == "weights" else None
+    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                    label_smoothing=recipe.label_smoothing)
+    metrics["recipe"] = asdict(recipe)
     say(reports.table_header())
     epoch = 0
     for phase in config.phases():
@@ -356,11 +386,11 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
         # DDP registers the parameters that need gradients when it wraps the model: once per phase.
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.active else model
-        optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
-        # Small datasets give few steps per phase: a short warm-up from lr/10 keeps the peak's area large.
+        optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
-            pct_start=0.2, div_factor=10.0,
+            pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)),
+            div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
         )
         if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
             optimizer.load_state_dict(state["optimizer"])
@@ -374,7 +404,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             loss_sum, seen = 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
             for x, y in bar:
-                loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment) * len(y)
+                loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment, criterion) * len(y)
                 seen += len(y)
                 scheduler.step()
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
@@ -387,10 +417,12 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             row = {"epoch": current, "phase": phase.name, "train_loss": loss_sum / seen,
                    "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                    "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
+            if config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
+                row["val_accuracy_tta"] = _gathered_tta(ctx, model, val_loader, device)
             history.append(row)
             throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
                                "images_per_second": seen / train_seconds})
-            say(reports.table_row(row))
+            say(reports.table_row(row) + (f"  (TTA accuracy {row['val_accuracy_tta']:.4f})" if config.tta else ""))
             improved = not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
             if improved:
                 best, best_eval = dict(row), evaluation

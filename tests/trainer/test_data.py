@@ -114,6 +114,7 @@ def test_class_table_and_heavy_imbalance_warning(tmp_path, hymenoptera):
     split = scan_image_folder(root, valid_pct=0.15, seed=0)
     assert split.counts(split.train) == {"ants": 10, "bees": 1}
     assert "heavy class imbalance: 'ants' has 10 train images, 'bees' only 1" in split.imbalance_warning()
+    assert "--balance weights" in split.imbalance_warning()  # names the way out
     assert split.class_table().endswith("WARNING: " + split.imbalance_warning())
     assert split.report()["imbalance_warning"] == split.imbalance_warning()
 

@@ -1,0 +1,81 @@
+"""The fine-tuning recipe as data: every per-phase setting of ``edge-train`` in one table.
+
+``training.py`` and ``strategies.plan_phases`` read these values and nothing else decides them, so a
+change of recipe is a change here, measured and written down in docs/training.md ("Recipe, measured").
+fastai 2.8's values are given beside each field for comparison (``Learner.fine_tune``, ``fit_one_cycle``,
+``Learner(train_bn=True)``, ``Adam(wd=0.01)``). Torch-free, so the CLI can list the names instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["Schedule", "Recipe", "RECIPES", "DEFAULT_RECIPE", "recipe_names", "get_recipe"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One one-cycle phase's shape (torch ``OneCycleLR``): warm up from ``peak / div`` for ``pct_start`` of
+    the steps, then anneal to ``peak / div / final_div``."""
+
+    pct_start: float
+    div: float
+    final_div: float = 1e4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the trainer does per phase, given the user's ``--lr`` (the head's peak LR while the body is frozen).
+
+    fastai's ``fine_tune`` in these terms: ``unfrozen_lr_div=2``, ``lr_mult=100`` over 2 groups (body, head),
+    frozen ``Schedule(0.99, 25, 4e3)``, unfrozen ``Schedule(0.3, 5, 2e4)``, ``train_bn_frozen=True``,
+    ``weight_decay=0.01`` (not on BatchNorm/bias), no label smoothing, and a BatchNorm/dropout MLP head.
+    """
+
+    name: str
+    unfrozen_lr_div: float  # unfrozen phase: the head peaks at lr / unfrozen_lr_div
+    lr_mult: float  # ... and the earliest body group at that / lr_mult, groups between geometrically
+    frozen: Schedule  # the head-only phase of finetune / gradual
+    unfrozen: Schedule  # the phase after it
+    single: Schedule  # the one phase of the head and full strategies
+    train_bn_frozen: bool  # frozen phase: BatchNorm weights trainable and in train mode (fastai's train_bn)
+    label_smoothing: float  # cross-entropy label smoothing, every phase
+    weight_decay: float  # AdamW's decoupled weight decay, every parameter
+
+
+#: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.
+CLASSIC = Recipe(
+    name="classic",
+    unfrozen_lr_div=10.0,
+    lr_mult=100.0,
+    frozen=Schedule(pct_start=0.2, div=10.0),
+    unfrozen=Schedule(pct_start=0.2, div=10.0),
+    single=Schedule(pct_start=0.2, div=10.0),
+    train_bn_frozen=False,
+    label_smoothing=0.0,
+    weight_decay=0.01,
+)
+
+#: The default since issue #14. Only ``unfrozen_lr_div`` differs from ``classic`` (lr/2, fastai's value): the one
+#: candidate measured better so far (docs/training.md, "Recipe, measured"); the others stay off until they measure better.
+DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0)
+
+#: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
+#: cycling), to measure them one by one against ours.
+FASTAI = replace(CLASSIC, name="fastai", unfrozen_lr_div=2.0, frozen=Schedule(0.99, 25.0, 4e3),
+                 unfrozen=Schedule(0.3, 5.0, 2e4), single=Schedule(0.25, 25.0, 4e3), train_bn_frozen=True)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, CLASSIC, FASTAI)}
+DEFAULT_RECIPE = DEFAULT.name
+
+
+def recipe_names() -> list[str]:
+    return list(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    from edgeport.runtime.errors import UsageError
+
+    if name not in RECIPES:
+        raise UsageError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
