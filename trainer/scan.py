@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgeport.runtime.errors import ImageDecodeError, UsageError
-from edgeport.runtime.preprocess import load_image
+from edgeport.runtime.preprocess import ALLOWED_FORMATS, load_image
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -44,11 +44,12 @@ def _header_reason(path: Path) -> str | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(fh)
+                img = Image.open(fh, formats=ALLOWED_FORMATS)  # the runtime's allow-list: EPS named .jpg never opens
                 width, height = img.size
                 fmt = img.format
         except UnidentifiedImageError:
-            what = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image Pillow can decode"
+            what = ("empty file (0 bytes)" if path.stat().st_size == 0
+                    else f"not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})")
             return f"{what}; remove it or replace it with a JPEG/PNG"
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             return f"refused as a possible decompression bomb ({exc}); downscale the image first"

@@ -391,7 +391,7 @@ def test_9_and_10_the_trainer_decodes_like_the_runtime(tmp_path):
     assert not marker.exists()
     split = scan_image_folder(tmp_path)
     sample = next(i for i, (p, _) in enumerate(split.train) if p == ramp)
-    pixels, _ = ImageListDataset(split.train, np.asarray)[sample]
+    pixels, _, _ = ImageListDataset(split.train, np.asarray)[sample]  # (image, label, decode failures replaced)
     assert np.array_equal(pixels, np.asarray(load_image(ramp)))
 
 
