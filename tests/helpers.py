@@ -27,3 +27,13 @@ def decompression_bomb(dst: Path) -> Path:
     """A small PNG whose header declares 12000×12000 pixels (above Pillow's MAX_IMAGE_PIXELS)."""
     Image.new("1", (12000, 12000)).save(dst, format="PNG")
     return dst
+
+
+def hymenoptera_subset(root: Path, hymenoptera: Path, per_class: dict[str, int]) -> Path:
+    """The first N real photos per class of each split (``{"train": 24, "val": 20}``), as symlinks under ``root``."""
+    for split, n in per_class.items():
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            for src in sorted((hymenoptera / split / cls).glob("*.jpg"))[:n]:
+                (root / split / cls / src.name).symlink_to(src)
+    return root

@@ -14,7 +14,7 @@ from edgeport.runtime.inputs import IMAGE_SUFFIXES
 from edgeport.runtime.preprocess import load_image
 from torch.utils.data import DataLoader, Dataset
 
-from .scan import check_images
+from .scan import usable_images
 
 __all__ = ["Sample", "LabelFunc", "DataSplit", "HEAVY_IMBALANCE_RATIO", "scan_image_folder", "parse_label_from",
            "regex_label_func", "ImageListDataset", "collate_with_failures", "RecordingLoader"]
@@ -79,13 +79,7 @@ def _collect(class_dir: Path, skipped: list[dict[str, str]], scan: str = "header
             skipped.append({"path": str(path), "reason": f"not an image file suffix ({path.suffix or 'none'})"})
             continue
         candidates.append(path)
-    good = []
-    for path, reason in zip(candidates, check_images(candidates, scan)):
-        if reason is None:
-            good.append(path)
-        else:
-            skipped.append({"path": str(path), "reason": reason})
-    return good
+    return usable_images(candidates, scan, skipped)
 
 
 #: A ``label_func`` maps an image path to its class name; ``None`` leaves the file out (reported).

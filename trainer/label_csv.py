@@ -13,7 +13,7 @@ from edgeport.runtime.errors import DataError
 from edgeport.runtime.inputs import IMAGE_SUFFIXES
 
 from .data import DataSplit, Sample, _check_classes, _stratified_split
-from .scan import check_images
+from .scan import usable_images
 
 __all__ = ["read_rows", "split_from_csv"]
 
@@ -116,10 +116,4 @@ def _usable(listed: dict[Path, tuple[str, bool]], skipped: list[dict[str, str]],
                                                           "(relative to DATA) or remove the row"})
         else:
             candidates.append(path)
-    good = []
-    for path, reason in zip(candidates, check_images(candidates, scan)):
-        if reason is None:
-            good.append(path)
-        else:
-            skipped.append({"path": str(path), "reason": reason})
-    return good
+    return usable_images(candidates, scan, skipped)

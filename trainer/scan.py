@@ -22,7 +22,7 @@ from edgeport.runtime.preprocess import ALLOWED_FORMATS, load_image
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-__all__ = ["SCAN_MODES", "check_image", "check_images", "scan_threads"]
+__all__ = ["SCAN_MODES", "check_image", "check_images", "usable_images", "scan_threads"]
 
 SCAN_MODES = ("header", "full")
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
@@ -105,3 +105,14 @@ def check_images(paths: list[Path], mode: str = "header", threads: int | None = 
             out += part
             bar.update(len(part))
     return out
+
+
+def usable_images(candidates: list[Path], mode: str, skipped: list[dict[str, str]]) -> list[Path]:
+    """The candidates that pass ``check_images``; every other one goes to ``skipped`` with its reason."""
+    good = []
+    for path, reason in zip(candidates, check_images(candidates, mode)):
+        if reason is None:
+            good.append(path)
+        else:
+            skipped.append({"path": str(path), "reason": reason})
+    return good

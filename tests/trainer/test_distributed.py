@@ -23,19 +23,15 @@ from edgeport.trainer.devices import amp_dtype, use_grad_scaler
 from edgeport.trainer.distributed import Dist, merge_shards, shard_indices
 from edgeport.trainer.launch import strip_option
 
+from ..helpers import hymenoptera_subset
+
 TIMEOUT_S = 60  # --dist-timeout of the failure tests: the job must end well within it
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory, hymenoptera):
     """24 train + 20 val real photos per class (symlinks): 6 steps of 8 per epoch, 40 val images."""
-    root = tmp_path_factory.mktemp("ddp")
-    for split, n in (("train", 24), ("val", 20)):
-        for cls in ("ants", "bees"):
-            (root / split / cls).mkdir(parents=True)
-            for src in sorted((hymenoptera / split / cls).glob("*.jpg"))[:n]:
-                (root / split / cls / src.name).symlink_to(src)
-    return root
+    return hymenoptera_subset(tmp_path_factory.mktemp("ddp"), hymenoptera, {"train": 24, "val": 20})
 
 
 #: Head-only, no augmentation: on the same global batches the only difference between 1 and 2 processes

@@ -34,17 +34,13 @@ from PIL import Image
 from torch import nn
 from torchvision import models as tvm
 
+from ..helpers import hymenoptera_subset
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, hymenoptera):
     """8 train + 4 val real photos per class, as symlinks: enough to exercise the loop in seconds."""
-    root = tmp_path_factory.mktemp("tiny")
-    for split, n in (("train", 8), ("val", 4)):
-        for cls in ("ants", "bees"):
-            (root / split / cls).mkdir(parents=True)
-            for src in sorted((hymenoptera / split / cls).glob("*.jpg"))[:n]:
-                (root / split / cls / src.name).symlink_to(src)
-    return root
+    return hymenoptera_subset(tmp_path_factory.mktemp("tiny"), hymenoptera, {"train": 8, "val": 4})
 
 
 TINY = {"freeze_epochs": 1, "epochs": 0, "batch_size": 8, "seed": 0, "device": "cpu"}
