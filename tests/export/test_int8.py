@@ -173,7 +173,7 @@ def test_calibration_images_are_spread_and_stable(hymenoptera, tmp_path):
 def test_int8_needs_calibration_images(finetuned_run, tmp_path):
     from edgeport.export import export_bundle
 
-    with pytest.raises(UsageError, match="onnx-int8 need --calib DIR"):
+    with pytest.raises(CalibrationError, match="onnx-int8 need --calib DIR"):
         export_bundle(str(finetuned_run.best_path), tmp_path / "b", formats="onnx-int8", log=lambda _: None)
 
 
