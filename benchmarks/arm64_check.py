@@ -168,12 +168,23 @@ def ensure_checkpoint(data: Path, checkpoint: Path | None) -> Path:
     return run / "best.pt"
 
 
+def _code_digest() -> str:
+    """sha256 over the exporter's and runtime's sources: a cached bundle from older code (one without the
+    conformance kit, say) is rebuilt rather than checked."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*(REPO / "export").rglob("*.py"), *(REPO / "runtime").rglob("*.py")]):
+        digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def ensure_bundle(checkpoint: Path, data: Path) -> Path:
-    """The bundle, rebuilt when the checkpoint changed (its sha256 is stamped beside it)."""
+    """The bundle, rebuilt when the checkpoint or the export/runtime code changed (both stamped beside it)."""
     from edgeport.runtime.manifest import sha256_file
 
     bundle, stamp = WORK / "bundle", WORK / "bundle.source"
-    wanted = sha256_file(checkpoint)
+    wanted = f"{sha256_file(checkpoint)} {_code_digest()}"
     if not (stamp.is_file() and stamp.read_text() == wanted and (bundle / "manifest.json").is_file()):
         arm._run([host_tool("edge-export"), str(checkpoint), "--out", str(bundle), "--formats",
                   "onnx,onnx-int8,openvino,openvino-int8", "--calib", str(data / "train"), "--target-cpu", "arm64"])
