@@ -38,8 +38,11 @@ else
 	$(BIN)/edge-predict $(DEMO_DIR)/bundle - --top-k 1 < $(DEMO_DIR)/run/val_files.txt
 endif
 
+# Two processes: the trainer's tests apart from the rest. After hundreds of export/runtime tests (torch, onnxruntime,
+# OpenVINO and OpenCV in one process) the shared process segfaulted in the trainer's tests; each half passes alone.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/trainer
+	$(PY) -m pytest tests/trainer
 
 # The developer loop: runtime, contract, preprocessing, CLI parsing, errors, architecture (no training or export).
 test-fast: $(STAMP)

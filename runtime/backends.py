@@ -111,6 +111,9 @@ class OnnxRuntimeBackend:
                     [n for n, _ in external], [d for _, d in external], [len(d) for _, d in external])
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+            # onnxruntime reads in-memory external initializers from these buffers without copying them:
+            # they must live as long as the session.
+            self._buffers = verified_bytes
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc}); re-run edge-export") from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -166,6 +169,9 @@ class OpenVinoBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self._core, self._model, self._config = core, model, config
+        # The IR's weights may be shared with the bytes they were read from (no copy): keep them alive as long as
+        # the model and its compiled requests.
+        self._buffers = verified_bytes
         self._requests: dict[tuple[int, ...], Any] = {}
         self._request_for((1, *in_shape[1:]) if all(isinstance(d, int) for d in in_shape[1:]) else None)
 
