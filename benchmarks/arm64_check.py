@@ -297,7 +297,14 @@ def main() -> None:
             int8 = root_predict(root_bundle, root_photos, "onnx-int8", k, prefix)
             video = root_predict(root_bundle, ["--video", f"{MNT}/work/clip.avi"], "onnx", k, "")
             has_self_test = "--self-test" in arm.in_root(arm.ROOT, [f"{VENV}/bin/edge-predict", "--help"]).stdout
-            self_test = arm.in_root(arm.ROOT, [f"{VENV}/bin/edge-predict", root_bundle, "--self-test"]) if has_self_test else None
+            # The onnxruntime formats only: under qemu-user onnxruntime needs the host's CPU folder hidden and OpenVINO
+            # crashes without it (see arm64_root.host_cpu_hidden), so one process cannot replay both kinds here.
+            self_test = None
+            if has_self_test:
+                for fmt in ("onnx", "onnx-int8"):
+                    self_test = arm.in_root(arm.ROOT, [f"{VENV}/bin/edge-predict", root_bundle, "--self-test", "--model-format", fmt])
+                    if self_test.returncode != 0:
+                        break
             unit = arm.in_root(arm.ROOT, unit_command(DEVICES_DOC, root_bundle, f"{MNT}/work/clip.avi"))
 
         rows.append(("arm64 CPU (emulated, qemu-user)", "–",
@@ -317,7 +324,7 @@ def main() -> None:
         if self_test is None:
             rows.append(("c. bundle self-test", "–", "not run", "edge-predict has no --self-test on this branch", None))
         else:
-            rows.append(("c. bundle self-test", "–", f"exit {self_test.returncode}",
+            rows.append(("c. bundle self-test (onnx, onnx-int8)", "–", f"exit {self_test.returncode}",
                          (self_test.stdout + self_test.stderr).strip().splitlines()[-1][:120] if (self_test.stdout + self_test.stderr).strip()
                          else "", self_test.returncode == 0))
         cv = compare(ref_video, video)
