@@ -103,7 +103,7 @@ def test_model_changed_after_signing_is_refused_even_with_the_manifest_rewritten
     assert result.exit_code == 2 and "changed after signing" in result.output and "model.onnx" in result.output
     # The attacker rewrites the manifest to match: the sha256 check alone now passes …
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
-    manifest["files"]["model.onnx"]["sha256"] = sha256_file(bundle / "model.onnx")
+    manifest["files"]["model.onnx"].update(sha256=sha256_file(bundle / "model.onnx"), bytes=(bundle / "model.onnx").stat().st_size)
     (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
     assert _predict([str(bundle), str(sample_photos[0])]).exit_code == 0
     # … the signature does not, and the error names both files.
