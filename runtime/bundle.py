@@ -20,7 +20,7 @@ from .errors import IntegrityError, ModelLoadError
 from .manifest import MANIFEST_NAME, check_member_name, is_bundle_manifest, member_path, read_manifest
 from .onnx_external import external_data_files
 
-__all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
+__all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model", "bundle_root_of"]
 
 #: Model files the runtime opens on their own (no bundle): suffix → backend.
 FILE_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}
@@ -113,6 +113,12 @@ def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
         if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
             return above, manifest
     return None
+
+
+def bundle_root_of(path: str | os.PathLike) -> Path | None:
+    """The bundle directory holding model file ``path`` (symlinks resolved), or None for a bare file."""
+    found = _bundle_root(Path(path).resolve())
+    return found[0] if found else None
 
 
 def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequenc
 import numpy as np
 
 from .backends import create_backend
-from .bundle import resolve_model
+from .bundle import bundle_root_of, resolve_model
 from .conformance import FormatResult, read_kit, self_test_classifier
 from .contract import PreprocessContract
 from .errors import ConformanceError, ImageDecodeError, ModelLoadError, UsageError
@@ -28,7 +28,7 @@ from .preprocess import (
 )
 from .records import UNKNOWN, StreamResult
 from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_record
-from .signing import bundle_root_of, verify_key_from
+from .signing import verify_key_from
 
 if TYPE_CHECKING:
     from .service.sources import Source
@@ -232,8 +232,10 @@ class Classifier:
             if self._watcher is not None:
                 self._watcher.take()  # a checked new bundle is swapped in here, between two frames
             for result in self._classify_chunk(chunk, top_k, threshold):
-                for sink in sinks:
-                    sink(to_record(result))
+                if sinks:
+                    record = to_record(result)  # once per result, not once per sink
+                    for sink in sinks:
+                        sink(record)
                 yield result
 
     def prepare(self, frame: Frame) -> Prepared:

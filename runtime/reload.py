@@ -78,7 +78,7 @@ def _now() -> str:
 
 def identity(clf: Classifier) -> dict[str, Any]:
     """The served bundle: its folder, format and the sha256 of the model file (from the verified manifest)."""
-    from .signing import bundle_root_of
+    from .bundle import bundle_root_of
 
     root = bundle_root_of(clf.model_path)
     rel = clf.model_path.relative_to(root).as_posix() if root else None
@@ -120,7 +120,7 @@ class BundleWatcher:
         if not clf.source_path.is_dir():
             raise UsageError(f"hot reload watches a bundle directory (or a symlink to one); {clf.source_path} is a file")
         self.clf, self.on_event, self.interval = clf, on_event, interval
-        from .signing import bundle_root_of
+        from .bundle import bundle_root_of
 
         state, served = bundle_state(clf.source_path), bundle_root_of(clf.model_path)
         # Switched while the first model loaded: that counts as a change to check.

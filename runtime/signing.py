@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .bundle import bundle_root_of
 from .errors import MissingDependencyError, SignatureError, UsageError
 from .manifest import MANIFEST_NAME, sha256_file
 
 __all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "device_key_ignored", "verify_bundle", "require_signed",
-           "bundle_root_of", "model_signing_module"]
+           "model_signing_module"]
 
 #: The signature's file name inside the bundle (the library CLI's default name).
 SIGNATURE_NAME = "model.sig"
@@ -94,14 +95,6 @@ class SignatureCheck:
             if listed != self.signed_files.get(name):
                 raise SignatureError(f"{self.bundle / MANIFEST_NAME} lists a sha256 for {name} that is not the signed one "
                                      f"(changed after verification?); restore the bundle from the release")
-
-
-def bundle_root_of(path: Path) -> Path | None:
-    """The bundle directory holding ``path`` (its own folder, or the one above for an IR in a sub-folder)."""
-    for folder in (path.parent, path.parent.parent):
-        if (folder / MANIFEST_NAME).is_file():
-            return folder
-    return None
 
 
 def _short(text: str) -> str:
