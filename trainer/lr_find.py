@@ -21,7 +21,11 @@ from tqdm.auto import tqdm
 from .devices import use_grad_scaler
 from .steps import train_step
 
-__all__ = ["LRFindResult", "lr_find", "suggest_valley", "suggest_steep", "plot_lr_find"]
+__all__ = ["LRFindResult", "lr_find", "lr_find_on_features", "lr_advice", "suggest_valley", "suggest_steep",
+           "plot_lr_find", "FAR_FACTOR"]
+
+#: An --lr this many times above or below the finder's valley gets a warning at the start of the run.
+FAR_FACTOR = 10.0
 
 
 @dataclass
@@ -106,6 +110,36 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
     if len(keep_lrs) < 3:
         raise UsageError(f"the loss diverged after {len(lrs)} of {num_it} LR-finder batches; lower --lr-find-end")
     return LRFindResult(lrs, losses, suggest_valley(keep_lrs, keep_losses), suggest_steep(keep_lrs, keep_losses))
+
+
+def lr_find_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int, seed: int,
+                        num_it: int = 100) -> LRFindResult:
+    """The same sweep for a fresh head on the frozen body's features (the linear probe's): milliseconds instead of
+    ``num_it`` forward passes of the body, so every run can compare ``--lr`` with it. Augmentation aside, it is the
+    frozen phase's loss landscape: the body is fixed there and BatchNorm in eval mode."""
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's own init draws from the global RNG: training must not see it
+        head = nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():  # torchvision's classifier init (MobileNet, EfficientNet): small, so the sweep starts flat
+        head.weight.normal_(0, 0.01, generator=generator)
+        head.bias.zero_()
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True, generator=generator)
+    return lr_find(head, loader, torch.device("cpu"), num_it=num_it, progress=False)
+
+
+def lr_advice(lr: float, found: LRFindResult | dict) -> str | None:
+    """One line when ``lr`` is ``FAR_FACTOR``× or more away from the finder's valley, else None. Never overrides."""
+    valley = found.valley if isinstance(found, LRFindResult) else found["valley"]
+    steep = found.steep if isinstance(found, LRFindResult) else found["steep"]
+    ratio = lr / valley
+    if 1 / FAR_FACTOR < ratio < FAR_FACTOR:
+        return None
+    side = f"{ratio:.0f}× above" if ratio >= 1 else f"{1 / ratio:.0f}× below"
+    return (f"warning: --lr {lr:g} is {side} the LR finder's suggestion for the head, {valley:.1e} (valley; steep "
+            f"{steep:.1e}), measured on the training images' features; training goes on with --lr {lr:g} "
+            f"(--lr auto would use the suggestion, --lr-find plots the sweep)")
 
 
 def plot_lr_find(result: LRFindResult, path: Path) -> None:

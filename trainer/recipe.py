@@ -41,6 +41,7 @@ class Recipe:
     train_bn_frozen: bool  # frozen phase: BatchNorm weights trainable and in train mode (fastai's train_bn)
     label_smoothing: float  # cross-entropy label smoothing, every phase
     weight_decay: float  # AdamW's decoupled weight decay, every parameter
+    head_init: str = "random"  # "linear_probe": the head starts fitted to the body's features (head_init.py)
 
 
 #: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.
@@ -56,9 +57,9 @@ CLASSIC = Recipe(
     weight_decay=0.01,
 )
 
-#: The default since issue #14. Only ``unfrozen_lr_div`` differs from ``classic`` (lr/2, fastai's value): the one
-#: candidate measured better so far (docs/training.md, "Recipe, measured"); the others stay off until they measure better.
-DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0)
+#: The default since issue #14: ``classic`` with the unfrozen head at lr/2 (fastai's value) and the head started from
+#: a linear probe, the two candidates measured better (docs/training.md, "Recipe, measured"); the others stay off.
+DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe")
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

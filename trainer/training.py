@@ -44,7 +44,8 @@ from .devices import (
     use_grad_scaler,
 )
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
-from .lr_find import lr_find, plot_lr_find
+from .head_init import FOLDS, linear_probe
+from .lr_find import lr_advice, lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
 from .recipe import DEFAULT_RECIPE, get_recipe
 from .scan import SCAN_MODES
@@ -376,6 +377,19 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
                                     label_smoothing=recipe.label_smoothing)
     metrics["recipe"] = asdict(recipe)
+    if recipe.head_init == "linear_probe":
+        if state is None:
+            probe = linear_probe(model, ImageListDataset(split.train, eval_transform(contract),
+                                                         blank=torch.zeros(3, *contract.input_size)),
+                                 len(split.classes), per_rank, device, ctx, config.seed, progress)
+            metrics["linear_probe"] = asdict(probe)
+            say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
+                f"(L2 {probe.l2:g} by {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
+            advice = None if found is not None else lr_advice(float(config.lr), probe.lr_find)  # not after --lr auto
+            if advice:
+                say(advice)
+        else:
+            metrics["linear_probe"] = state.get("linear_probe")
     say(reports.table_header())
     epoch = 0
     for phase in config.phases():
@@ -437,6 +451,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
                     "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
+                    "linear_probe": metrics.get("linear_probe"),
                 })
                 reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})
     metrics.update(best=best, history=history, throughput=throughput)

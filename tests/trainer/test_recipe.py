@@ -44,6 +44,8 @@ EXPECTED = {
     },
 }
 
+HEAD_INIT = {"default": "linear_probe", "classic": "random", "fastai": "random"}
+
 
 def _mobilenet() -> nn.Module:
     model = tvm.get_model("mobilenet_v2", weights=None)
@@ -60,6 +62,7 @@ def test_recipe_table_gives_the_documented_lr_per_group_and_phase(recipe):
     assert sorted(RECIPES) == sorted(EXPECTED)  # a new recipe needs its documented row here
     phases = TrainConfig(recipe=recipe, lr=LR, freeze_epochs=1, epochs=2).phases()
     assert [p.name for p in phases] == list(EXPECTED[recipe])
+    assert RECIPES[recipe].head_init == HEAD_INIT[recipe]
     for phase in phases:
         lrs, (pct_start, div) = EXPECTED[recipe][phase.name]
         groups = set_trainable(_mobilenet(), phase)

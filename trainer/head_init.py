@@ -1,0 +1,148 @@
+"""The new head's starting point: a linear probe (LP-FT, Kumar et al., ICLR 2022).
+
+Before the first phase, the head is fitted as an L2-regularised multinomial logistic regression on the frozen
+body's features of the training images (eval transform, BatchNorm in eval mode), the regularisation picked by
+k-fold log-loss, like scikit-learn's ``LogisticRegressionCV``. Why: a fresh random ``nn.Linear`` gets few steps on a
+small set (245 photos at batch 32 are 7 per epoch) and at an LR picked for fine-tuning it ends the frozen phase far
+from its optimum; the unfrozen phase then spends its steps, and the body's pretrained features, repairing the head.
+From the probe's optimum every phase starts from the best head the body allows, whatever ``--lr`` and
+``--batch-size`` the user picked. Cost: one forward pass over the training images (at most ``MAX_IMAGES``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from .data import ImageListDataset, collate_with_failures
+from .distributed import Dist, shard_indices
+from .lr_find import lr_find_on_features
+from .models import head_module_name
+from .steps import to_device
+
+__all__ = ["ProbeResult", "linear_probe", "fit_logistic", "choose_l2", "MAX_IMAGES", "L2_GRID", "FOLDS"]
+
+#: Images the probe looks at, at most (a seeded sample beyond that): the fit needs examples, not epochs.
+MAX_IMAGES = 10_000
+#: L2 strengths tried, on the scale of the mean cross-entropy: loss = CE + l2 / 2 · ‖W‖².
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+FOLDS = 3
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    images: int
+    l2: float
+    cv_log_loss: float
+    cv_accuracy: float
+    train_accuracy: float
+    seconds: float
+    lr_find: dict  # the LR finder's valley and steep on the same features (lr_find.lr_find_on_features)
+
+
+@torch.no_grad()
+def _features(model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the head receives (its input, via a hook) for every decodable image of ``loader``, on the CPU."""
+    head = model.get_submodule(head_module_name(model))
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
+    feats, labels = [], []
+    model.eval()
+    try:
+        for x, y, _failures in tqdm(loader, desc="linear probe: features", leave=False, disable=not progress):
+            x, y = to_device(x, y, device)
+            model(x)
+            keep = (y >= 0).cpu()  # -1: a file that failed to decode
+            feats.append(captured.pop()[keep])
+            labels.append(y.cpu()[keep])
+    finally:
+        hook.remove()
+    return torch.cat(feats), torch.cat(labels)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+                 init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias minimising mean cross-entropy + l2/2·‖W‖² (bias unpenalised), by full-batch L-BFGS."""
+    x64, y = x.double(), y.long()
+    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64) if init is None else init[0].double().clone()
+    b = torch.zeros(num_classes, dtype=torch.float64) if init is None else init[1].double().clone()
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-9,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(x64 @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return w.detach().float(), b.detach().float()
+
+
+def _folds(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
+    """Stratified folds: each class's indices shuffled (seeded) and dealt round-robin."""
+    generator = torch.Generator().manual_seed(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for c in y.unique().tolist():
+        members = (y == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        for i, index in enumerate(members.tolist()):
+            folds[i % k].append(index)
+    return [torch.tensor(sorted(f), dtype=torch.long) for f in folds if f]
+
+
+def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
+              grid: tuple[float, ...] = L2_GRID) -> tuple[float, float, float]:
+    """The grid's L2 with the lowest k-fold held-out log-loss; returns (l2, its log-loss, its accuracy)."""
+    folds = _folds(y, FOLDS, seed)
+    best = (math.inf, 0.0, grid[0])
+    for l2 in grid:
+        loss_sum, correct = 0.0, 0
+        for held in folds:
+            train = torch.ones(len(y), dtype=torch.bool)
+            train[held] = False
+            w, b = fit_logistic(x[train], y[train], num_classes, l2)
+            logits = x[held] @ w.T + b
+            loss_sum += nn.functional.cross_entropy(logits, y[held], reduction="sum").item()
+            correct += (logits.argmax(1) == y[held]).sum().item()
+        best = min(best, (loss_sum / len(y), correct / len(y), l2))
+    return best[2], best[0], best[1]
+
+
+def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, batch_size: int, device: torch.device,
+                 ctx: Dist, seed: int, progress: bool = True) -> ProbeResult:
+    """Fit ``model``'s head in place on its body's features of ``dataset`` (eval transform, a ``blank`` for files that
+    fail to decode); every rank ends with rank 0's head."""
+    start = time.perf_counter()
+    indices = list(range(len(dataset)))
+    if len(indices) > MAX_IMAGES:
+        indices = sorted(torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:MAX_IMAGES].tolist())
+    shard = Subset(dataset, [indices[i] for i in shard_indices(len(indices), ctx.rank, ctx.world_size)])
+    loader = DataLoader(shard, batch_size=max(1, batch_size), collate_fn=collate_with_failures)
+    feats, labels = _features(model, loader, device, progress)
+    gathered = ctx.all_gather((feats, labels))
+    x, y = torch.cat([f for f, _ in gathered]), torch.cat([lab for _, lab in gathered])
+
+    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, dict]:
+        l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)
+        w, b = fit_logistic(x, y, num_classes, l2)
+        train_acc = ((x @ w.T + b).argmax(1) == y).float().mean().item()
+        found = lr_find_on_features(x, y, num_classes, batch_size * ctx.world_size, seed)
+        return w, b, l2, cv_loss, cv_acc, train_acc, {"valley": found.valley, "steep": found.steep}
+
+    w, b, l2, cv_loss, cv_acc, train_acc, found = ctx.broadcast(fit() if ctx.is_main else None)
+    head = model.get_submodule(head_module_name(model))
+    with torch.no_grad():
+        head.weight.copy_(w.to(head.weight.device, head.weight.dtype))
+        head.bias.copy_(b.to(head.bias.device, head.bias.dtype))
+    return ProbeResult(images=len(y), l2=l2, cv_log_loss=round(cv_loss, 4), cv_accuracy=round(cv_acc, 4),
+                       train_accuracy=round(train_acc, 4), seconds=round(time.perf_counter() - start, 2), lr_find=found)
