@@ -32,6 +32,8 @@ TORCH = "torch"  # the PyTorch original's row (bench.run.TORCH)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG: accuracy vs latency, latency bars.")
 @click.option("--verify-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Measure only a bundle signed by this EC public key (PEM; needs [signing]) [default: $EDGEPORT_VERIFY_KEY].")
+@click.option("--tta", is_flag=True, help="The torch row also reports accuracy with test-time augmentation (mean of "
+              "the crop and its mirror, as edge-train --tta); no deployed format has it.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @debug_option
 def main(model: str, data: str, json_path: str | None, plot_path: str | None, quiet: bool, debug: bool, **options) -> None:

@@ -34,6 +34,16 @@ class TorchReference:
             outs = [self.model(torch.from_numpy(tensors[i : i + batch])).numpy() for i in range(0, len(tensors), batch)]
         return np.concatenate(outs)
 
+    def tta_logits(self, tensors: np.ndarray, batch: int) -> np.ndarray:
+        """The trainer's test-time augmentation (mean softmax of the crop and its mirror, as log-probabilities)."""
+        import torch
+        from edgeport.trainer.steps import tta_logits
+
+        with torch.inference_mode():
+            outs = [tta_logits(self.model, torch.from_numpy(tensors[i : i + batch])).numpy()
+                    for i in range(0, len(tensors), batch)]
+        return np.concatenate(outs)
+
     def runner(self, tensor: np.ndarray) -> Callable[[], object]:
         import torch
 

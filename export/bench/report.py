@@ -42,6 +42,8 @@ ROW_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "size_bytes": ((int, type(None)), "bytes on disk of every file of the format (null: torchvision weights)"),
     "size_mb": (_OPT_NUM, "size_bytes / 1e6"),
     "top1": (_OPT_NUM, "top-1 accuracy in [0, 1] on labelled data, else null"),
+    "top1_tta": (_OPT_NUM, "torch row with --tta on labelled data: top-1 with test-time augmentation (mean softmax of "
+                           "the crop and its mirror); null otherwise and for every deployed format"),
     "drop_vs_torch_pp": (_OPT_NUM, "torch's top1 − top1 in points, positive = worse (unlabelled: % of images whose "
                                    "top-1 differs from torch's); the quantity edge-export --max-drop bounds; null without torch"),
     "agreement_vs_torch": (_OPT_NUM, "share of images whose top-1 equals torch's (null without torch)"),
@@ -115,12 +117,15 @@ def markdown_table(report: dict[str, Any]) -> str:
             _fmt(r["throughput_images_per_s"], ".1f"), _fmt(r["preprocess_ms_per_image"], ".2f"),
             _fmt(r["end_to_end_ms_per_image"], ".2f"), _fmt(ep.get("cold_start_ms"), ".0f"), _fmt(ep.get("peak_rss_mb"), ".0f"),
         ]) + " |")
+    tta = [r for r in report["rows"] if r.get("top1_tta") is not None]
     cpu = report["machine"]["cpu"]
     threads = report["settings"]["threads"] or "backend default"
     lines += ["", f"{report['images']} images of {report['data']} ({'labelled' if report['labelled'] else 'unlabelled: agreement with torch'}); "
               f"torch: {report['torch_reference']}; CPU {cpu['model']} ({', '.join(cpu['flags'])}); threads {threads}; "
               f"batch-1 calls per format {report['rows'][0]['latency_ms']['runs'] if report['rows'] else 0}, formats interleaved in settled blocks. "
               "Ratios (×torch, ×FP32) are the comparable figures; absolute ms are specific to this machine and its load."]
+    lines += [f"{r['format']} with test-time augmentation (--tta: crop + mirror): top-1 {100 * r['top1_tta']:.2f}% "
+              f"(plain {_fmt(r['top1'], '.2f', 100)}%); no deployed format has it." for r in tta]
     return "\n".join(lines)
 
 

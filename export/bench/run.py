@@ -55,6 +55,7 @@ class BenchOptions:
     top_k: int = 5
     progress: bool = True
     verify_key: str | Path | None = None  # PEM public key the bundle must be signed by (None: $EDGEPORT_VERIFY_KEY)
+    tta: bool = False  # the torch row also reports accuracy with test-time augmentation (never a deployed format)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.runs < 1 or self.warmup < 0 or self.e2e_images < 1 or self.cold_starts < 0:
@@ -211,6 +212,9 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
             size = ref.file.stat().st_size if ref.file else None
             rows[TORCH] = {"backend": "torch", "precision": "fp32", "file": ref.spec, "size_bytes": size,
                            **accuracy_against(ref_logits, ref_logits, evalset.targets)}
+            if opts.tta:  # beside plain accuracy, in the torch row only: no exported model carries TTA
+                tta = ref.tta_logits(evalset.tensors, opts.batch)
+                rows[TORCH]["top1_tta"] = accuracy_against(tta, ref_logits, evalset.targets)["top1"]
         for name, clf in tqdm(clfs.items(), desc="accuracy", unit="format", disable=not opts.progress, leave=False):
             info = format_rows[name]
             rows[name] = {"backend": info["backend"], "precision": info["precision"], "file": info["file"],
@@ -246,6 +250,7 @@ def _report(model: str, data: Path, opts: BenchOptions, evalset: EvalSet, rows: 
         sibling = _fp32_sibling(name, rows)
         row["latency_ratio_vs_fp32"] = _ratio(p50, rows[sibling]["latency_ms"]["p50"]) if sibling else None
         row.update(threads=opts.threads, cpu=cpu, versions=versions)
+        row.setdefault("top1_tta", None)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "progress"}
     return {
         "schema_version": BENCH_SCHEMA_VERSION,

@@ -23,7 +23,7 @@ QUICK = {"runs": 3, "min_seconds": 0.0, "warmup": 1, "e2e_images": 2, "batch": 4
 
 @pytest.fixture(scope="module")
 def finetune_report(finetuned_bundle, hymenoptera):
-    return run_benchmark(str(finetuned_bundle), hymenoptera / "val", cold_starts=1, **QUICK)
+    return run_benchmark(str(finetuned_bundle), hymenoptera / "val", cold_starts=1, tta=True, **QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,14 @@ def test_validator_rejects_what_the_schema_does_not_document(finetune_report):
     broken["rows"][0]["top1"] = "95%"
     with pytest.raises(SchemaError, match="top1"):
         validate_report(broken)
+
+
+def test_tta_is_reported_for_the_torch_row_only(finetune_report):
+    """edge-bench --tta (issue #14): the torch row's accuracy with test-time augmentation, beside its plain top-1."""
+    rows = {r["format"]: r for r in finetune_report["rows"]}
+    assert 0.9 <= rows["torch"]["top1_tta"] <= 1.0 and abs(rows["torch"]["top1_tta"] - rows["torch"]["top1"]) <= 0.05
+    assert all(rows[name]["top1_tta"] is None for name in rows if name != "torch")  # never a deployed format
+    assert f"top-1 {100 * rows['torch']['top1_tta']:.2f}%" in markdown_table(finetune_report)
 
 
 def test_table_and_plot(finetune_report, tmp_path):
