@@ -89,7 +89,8 @@ def main() -> None:
         clf = Classifier(args.bundle, threads=args.threads)
         sink = MqttSink(f"mqtt://127.0.0.1:{port}/soak", qos=1)
         stats = Stats()
-        capture = Capture(tmp / "capture", below=0.5, rate=6, max_mb=5)
+        # 2 classes: top-1 is never below 0.5, so "unsure" is below 0.9 here; a 2 MB quota so deletion runs too.
+        capture = Capture(tmp / "capture", below=0.9, rate=6, max_mb=2)
         sources = [frames_source("a", looped(video), live=False), frames_source("b", looped(video), live=False)]
         at_1k, frames, t0 = None, 0, time.monotonic()
         deadline = t0 + args.minutes * 60
@@ -110,7 +111,9 @@ def main() -> None:
         report = {"minutes": round((time.monotonic() - t0) / 60, 1), "frames": frames, "at_1k_frames": at_1k, "end": end,
                   "rss_growth_mb": round(end["rss_mb"] - at_1k["rss_mb"], 1) if at_1k else None,
                   "mqtt_published": sink.published, "mqtt_received": received[0], "mqtt_dropped": sink.dropped,
-                  "captured": capture.saved, "capture_deleted": capture.deleted, "python_threads": threading.active_count()}
+                  "captured": capture.saved, "capture_deleted": capture.deleted,
+                  "capture_mb": round(sum(f.stat().st_size for f in (tmp / "capture").rglob("*") if f.is_file()) / 2**20, 2),
+                  "python_threads": threading.active_count()}
         print(json.dumps(report), flush=True)
         sink.close()
     finally:

@@ -31,6 +31,7 @@ from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_re
 from .signing import verify_key_from
 
 if TYPE_CHECKING:
+    from .service.capture import Capture
     from .service.sources import Source
 
 __all__ = ["Classifier", "Prediction", "Prepared", "softmax"]
@@ -202,6 +203,7 @@ class Classifier:
         color: str | None = None,
         batch: int | str = 1,
         sinks: Iterable[Callable[[dict], None]] = (),
+        capture: Capture | None = None,
     ) -> Iterator[StreamResult]:
         """One ``StreamResult`` per frame, in order, as frames arrive; a frame that cannot be
         decoded gives an error result and the stream goes on.
@@ -215,6 +217,7 @@ class Classifier:
         across sources (``batch="auto"``: one per source); results carry ``source_id`` and source events
         (``service.sources.SourceEvent``: lost/back/ended) are yielded between them (docs/service.md).
         ``sinks``: plain callables, each gets every record (the jsonl dict) as it is produced.
+        ``capture``: a ``service.capture.Capture`` that keeps the frames the model was unsure about (``--capture``).
         """
         from .records import to_record
         from .service import frames_source, serve
@@ -224,14 +227,16 @@ class Classifier:
         if isinstance(frames, Mapping) or (isinstance(frames, (list, tuple)) and frames and all(isinstance(s, Source) for s in frames)):
             sources = list(frames) if not isinstance(frames, Mapping) else [
                 src if isinstance(src, Source) else frames_source(name, _as_frames(src, color)) for name, src in frames.items()]
-            yield from serve(self, sources, sinks, top_k=top_k, threshold=threshold, batch=batch)
+            yield from serve(self, sources, sinks, top_k=top_k, threshold=threshold, batch=batch, capture=capture)
             return
         items = _as_frames(frames, color)
         batch = 1 if batch == "auto" else int(batch)
         while chunk := list(itertools.islice(items, batch)):
             if self._watcher is not None:
                 self._watcher.take()  # a checked new bundle is swapped in here, between two frames
-            for result in self._classify_chunk(chunk, top_k, threshold):
+            for frame, result in zip(chunk, self._classify_chunk(chunk, top_k, threshold)):
+                if capture is not None:
+                    capture.consider(frame, result)
                 if sinks:
                     record = to_record(result)  # once per result, not once per sink
                     for sink in sinks:

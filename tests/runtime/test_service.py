@@ -214,3 +214,23 @@ def test_a_live_source_keeps_only_its_newest_frame_and_a_file_source_waits_for_r
     assert seen["cam"] == [199]  # only the newest: 199 stale frames dropped
     assert stream.stats.sources["cam"].drops == 199 and stream.hub.drops["file"] == 0
     assert seen["file"] == list(range(200))
+
+
+@pytest.mark.parametrize("form", ["one source", "several sources"])
+def test_python_api_stream_captures_unsure_frames_in_both_forms(bundle, tmp_path, form):
+    """``Classifier.stream(..., capture=Capture(...))``: edge-predict's --capture from Python, one source or several."""
+    from edgeport.runtime.service.capture import Capture
+
+    clf = Classifier(bundle, threads=1)
+    mixed = np.zeros((64, 64, 3), np.uint8)
+    mixed[:, :32], mixed[:, 32:] = COLOURS_BGR["red"], COLOURS_BGR["blue"]  # half red, half blue: an unsure frame
+    sure = np.zeros((64, 64, 3), np.uint8)
+    sure[:] = COLOURS_BGR["green"]
+    top1 = clf.predict(mixed, top_k=1, color="bgr").score
+    capture = Capture(tmp_path / "cap", below=min(0.999, top1 + (1 - top1) / 2), rate=3)
+    frames = [Frame("cam", image, color="bgr", index=i) for i, image in enumerate([sure, mixed] * 4)]
+    stream = clf.stream(frames if form == "one source" else {"cam": frames}, top_k=2, capture=capture)
+    results = [r for r in stream if not isinstance(r, SourceEvent)]
+    assert len(results) == 8 and capture.saved == 3  # 4 unsure frames, at most 3 a minute
+    sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "cap").rglob("*.json"))]
+    assert len(sidecars) == 3 and all(s["top_k"][0]["score"] < capture.below for s in sidecars)
