@@ -42,6 +42,8 @@ class Recipe:
     label_smoothing: float  # cross-entropy label smoothing, every phase
     weight_decay: float  # AdamW's decoupled weight decay, every parameter
     head_init: str = "random"  # "linear_probe": the head starts fitted to the body's features (head_init.py)
+    bn_stats: bool = True  # trainable BatchNorm layers normalise by batch statistics and update their running ones
+    flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
 
 
 #: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.
@@ -59,7 +61,7 @@ CLASSIC = Recipe(
 
 #: The default since issue #14: ``classic`` with the unfrozen head at lr/2 (fastai's value) and the head started from
 #: a linear probe, the two candidates measured better (docs/training.md, "Recipe, measured"); the others stay off.
-DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe")
+DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

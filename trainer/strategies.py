@@ -44,6 +44,7 @@ class Phase:
     lr_mult: float  # earliest trainable group gets head_lr / lr_mult; 1.0: one LR for all
     schedule: Schedule = CLASSIC.single  # the one-cycle shape (recipe.Recipe)
     train_bn: bool = False  # frozen BatchNorm layers trainable and in train mode (fastai's train_bn)
+    flat_body: bool = False  # every trainable body group at head_lr / lr_mult instead of a geometric spread
 
 
 def _owns(prefix: str, name: str) -> bool:
@@ -92,11 +93,14 @@ def layer_groups(model: nn.Module, n_body_groups: int = 3) -> list[LayerGroup]:
     return groups
 
 
-def discriminative_lrs(n_groups: int, head_lr: float, lr_mult: float) -> list[float]:
-    """fastai's ``slice(lr / lr_mult, lr)``: geometric from the earliest group up to the head."""
+def discriminative_lrs(n_groups: int, head_lr: float, lr_mult: float, flat_body: bool = False) -> list[float]:
+    """fastai's ``slice(lr / lr_mult, lr)``: geometric from the earliest group up to the head; with ``flat_body``
+    every body group at ``lr / lr_mult`` (fastai's two-group body/head split, which it uses for MobileNet)."""
     if n_groups == 1:
         return [head_lr]
     low = head_lr / lr_mult
+    if flat_body:
+        return [low] * (n_groups - 1) + [head_lr]
     return [low * (head_lr / low) ** (i / (n_groups - 1)) for i in range(n_groups)]
 
 
@@ -113,9 +117,9 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
     if strategy == "head":
         phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0, recipe.single, recipe.train_bn_frozen)]
     elif strategy == "finetune":
-        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen)]
+        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body)]
     elif strategy == "gradual":
-        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen)]
+        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body)]
     elif strategy == "full":
         phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0, recipe.single)]
     else:
@@ -138,15 +142,17 @@ def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> lis
     for name, param in named.items():
         param.requires_grad = any(_owns(b, name) for b in trainable) or (phase.train_bn and name in bn_params)
     groups = [g for g in layer_groups(model, n_body_groups) if any(named[p].requires_grad for p in g.params)]
-    lrs = discriminative_lrs(len(groups), phase.head_lr, phase.lr_mult)
+    lrs = discriminative_lrs(len(groups), phase.head_lr, phase.lr_mult, phase.flat_body)
     return [{"params": [named[p] for p in g.params if named[p].requires_grad], "lr": lr, "name": g.name}
             for g, lr in zip(groups, lrs)]
 
 
-def train_mode(model: nn.Module) -> None:
-    """``train()``, except BatchNorm layers whose weights are frozen keep their ImageNet statistics."""
+def train_mode(model: nn.Module, bn_stats: bool = True) -> None:
+    """``train()``, except BatchNorm layers whose weights are frozen keep their ImageNet statistics, and with
+    ``bn_stats=False`` every BatchNorm does: normalised by its running statistics, which stay as they are, while its
+    weight and bias still train (the recipe's ``bn_stats``)."""
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            if not bn_stats or not any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()

@@ -27,10 +27,9 @@ LR = 1e-3
 # The documented values (docs/training.md, "Recipe, measured"), written out by hand: peak LR per layer group and
 # phase for --lr 1e-3 --strategy finetune, and each phase's (pct_start, div).
 EXPECTED = {
-    "default": {
+    "default": {  # the body flat at the head's LR / 100, as fastai's body/head split
         "frozen": ({"head": 1e-3}, (0.2, 10.0)),
-        "unfrozen": ({"body0": 5e-6, "body1": 5e-6 * 100 ** (1 / 3), "body2": 5e-6 * 100 ** (2 / 3), "head": 5e-4},
-                     (0.2, 10.0)),
+        "unfrozen": ({"body0": 5e-6, "body1": 5e-6, "body2": 5e-6, "head": 5e-4}, (0.2, 10.0)),
     },
     "classic": {
         "frozen": ({"head": 1e-3}, (0.2, 10.0)),
@@ -80,25 +79,30 @@ def test_user_overrides_beat_the_recipe_and_bad_names_are_usage_errors():
 
 
 @pytest.mark.parametrize(("strategy", "recipe", "frozen_bn_trains"), [
-    ("head", "default", False), ("finetune", "default", False), ("gradual", "default", False),
-    ("finetune", "fastai", True), ("head", "fastai", True), ("full", "default", True),
+    ("head", "default", False), ("finetune", "default", False), ("gradual", "default", False), ("full", "default", True),
+    ("finetune", "classic", False), ("full", "classic", True), ("finetune", "fastai", True), ("head", "fastai", True),
 ])
 def test_batchnorm_train_or_eval_per_strategy_and_phase(strategy, recipe, frozen_bn_trains):
-    """Frozen BatchNorm keeps its ImageNet statistics (eval) unless the recipe trains it; unfrozen BN trains."""
+    """Frozen BatchNorm keeps its ImageNet statistics (eval) unless the recipe trains it. Trainable BatchNorm updates
+    its statistics in train mode, except in a recipe with ``bn_stats=False`` (default): its weights train, its
+    running statistics stay ImageNet's (eval mode) in every phase."""
     extra = {"unfreeze": 2} if strategy == "gradual" else {}
+    bn_stats = RECIPES[recipe].bn_stats
+    assert bn_stats == (recipe != "default")
     phases = TrainConfig(strategy=strategy, recipe=recipe, lr=LR, freeze_epochs=1, epochs=1, **extra).phases()
     model = _mobilenet()
     set_trainable(model, phases[0])
-    train_mode(model)
-    assert set(_bn_training(model).values()) == {frozen_bn_trains}
+    train_mode(model, bn_stats)
+    assert set(_bn_training(model).values()) == {frozen_bn_trains and bn_stats}
     assert all(p.requires_grad == frozen_bn_trains for n, p in model.named_parameters() if n.startswith("features.0.1."))
     convs = [p.requires_grad for n, p in model.named_parameters() if n.startswith("features.0.0.")]
     assert convs == [strategy == "full"]  # only full trains the stem's conv from the start
     if len(phases) > 1:
         set_trainable(model, phases[1])
-        train_mode(model)
+        train_mode(model, bn_stats)
         bns = _bn_training(model)
-        assert bns["features.18.1"] and bns["features.0.1"] == (strategy == "finetune")
+        assert bns["features.18.1"] == bn_stats and bns["features.0.1"] == (strategy == "finetune" and bn_stats)
+        assert model.get_parameter("features.18.1.weight").requires_grad  # the weights train either way
 
 
 # --- --balance ---------------------------------------------------------------------------------------
@@ -210,3 +214,18 @@ def test_one_cycle_survives_a_one_step_warm_up():
         lrs.append(optimizer.param_groups[0]["lr"])
     assert max(lrs) == pytest.approx(1e-3, rel=0.2) and lrs[-1] < 1e-6  # warms up, then anneals
     assert _pct_start(0.2, 7) == 0.2  # untouched wherever torch copes
+
+
+def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(finetuned_run):
+    """The session's real fine-tune (default recipe, 1 frozen + 1 unfrozen epoch on hymenoptera)."""
+    from edgeport.trainer.checkpoint import load_run_state
+
+    metrics = json.loads(finetuned_run.metrics_path.read_text())
+    assert metrics["recipe"]["head_init"] == "linear_probe" and metrics["linear_probe"]["images"] == 245
+    assert metrics["linear_probe"]["cv_accuracy"] >= 0.9  # 245 real photos, 3-fold, two classes
+    final = load_run_state(finetuned_run.best_path.parent)["model"]
+    imagenet = build_pretrained("mobilenet_v2").state_dict()
+    stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    assert len(stats) == 2 * 52 and all(torch.equal(final[k], imagenet[k]) for k in stats)
+    assert not torch.equal(final["features.18.0.weight"], imagenet["features.18.0.weight"])  # the body did train
+    assert not torch.equal(final["features.18.1.weight"], imagenet["features.18.1.weight"])  # BatchNorm weights too
