@@ -1,42 +1,114 @@
-"""Side by side on one machine: head-only vs finetune vs full, MobileNetV2, val accuracy and wall time.
+"""Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
-    python benchmarks/train_strategies.py DATA_DIR [--freeze-epochs 1 --epochs 1 --out runs/bench]
+    python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
+        --strategies head,finetune,full --lr 5e-3 --full-lr 5e-4 --seeds 0 --freeze-epochs 1 --epochs 2]
 
-Every strategy trains the same number of epochs (freeze_epochs + epochs) with the same seed; wall time
-includes data scanning, model building and the reports, i.e. what a user waits for.
+Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
+``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
+share of each class's training photos (a seeded draw) and the whole validation set, so accuracy stays comparable.
+Besides best and last-epoch accuracy and wall time (scan, model, training, reports: what a user waits for), each
+run reports how far fine-tuning moved the body: the relative weight change ‖W − W₀‖ / ‖W₀‖ of the body's blocks
+against the ImageNet weights at the end of training (``edge-explain``'s weight-change view), as the mean over the first, middle
+and last third of the blocks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import random
 import time
 from pathlib import Path
+from statistics import fmean
 
-import click
 from edgeport.trainer import TrainConfig, fit
+from edgeport.trainer.checkpoint import load_run_state
+from edgeport.trainer.explain.changes import weight_changes
+from edgeport.trainer.loading import load_model
+
+from .common import hymenoptera_dir
 
 
-@click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--strategies", default="head,finetune,full", show_default=True)
-@click.option("--freeze-epochs", type=int, default=1, show_default=True)
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default="runs/bench", show_default=True)
-def main(data_dir: str, strategies: str, freeze_epochs: int, epochs: int, seed: int, out: str) -> None:
+def subset(data: Path, fraction: float, seed: int, out: Path) -> Path:
+    """``out`` with symlinks: ``fraction`` of each class's train photos (seeded), every val photo."""
+    if fraction >= 1:
+        return data
+    root = out / f"data-{fraction:g}-s{seed}"
+    for cls_dir in sorted((data / "train").iterdir()):
+        files = sorted(p for p in cls_dir.iterdir() if p.is_file())
+        random.Random(f"{seed}-{cls_dir.name}").shuffle(files)
+        target = root / "train" / cls_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files[: max(2, math.ceil(fraction * len(files)))]:
+            link = target / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    if not (root / "val").exists():
+        (root / "val").symlink_to((data / "val").resolve())
+    return root
+
+
+def body_change(run: Path) -> list[float]:
+    """Mean relative weight change of the body's first, middle and last third of blocks (the head left out), at the
+    end of training (``last.pt``: the best epoch may be the head-only one, which moved nothing)."""
+    final = load_model(str(run / "best.pt"))
+    final.model.load_state_dict(load_run_state(run)["model"])
+    changes = [c.relative_change for c in weight_changes(final) if c.relative_change is not None]
+    thirds = [changes[round(i * len(changes) / 3):round((i + 1) * len(changes) / 3)] for i in range(3)]
+    return [fmean(t) for t in thirds]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path, nargs="?", default=None, help="[default: hymenoptera]")
+    parser.add_argument("--fractions", default="0.25,0.5,1")
+    parser.add_argument("--recipes", default="default,classic")
+    parser.add_argument("--strategies", default="head,finetune,full")
+    parser.add_argument("--lr", type=float, default=5e-3, help="head / finetune --lr")
+    parser.add_argument("--full-lr", type=float, default=5e-4, help="--lr of the full strategy")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--freeze-epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("build/train_strategies"))
+    args = parser.parse_args()
+    data = args.data or hymenoptera_dir()
     rows = []
-    for strategy in strategies.split(","):
-        config = TrainConfig(arch="mobilenet_v2", strategy=strategy, freeze_epochs=freeze_epochs, epochs=epochs,
-                             seed=seed, device="cpu")
-        start = time.perf_counter()
-        result = fit(data_dir, Path(out) / strategy, config, progress=False)
-        rows.append({"strategy": strategy, "val_accuracy": result.best["val_accuracy"],
-                     "wall_s": time.perf_counter() - start, "epochs": freeze_epochs + epochs})
-    click.echo("\n| strategy | epochs | best val accuracy | wall time |\n|---|---|---|---|")
+    for fraction in map(float, args.fractions.split(",")):
+        for seed in map(int, args.seeds.split(",")):
+            folder = subset(data, fraction, seed, args.out)
+            for recipe in args.recipes.split(","):
+                for strategy in args.strategies.split(","):
+                    run = args.out / f"{fraction:g}-{recipe}-{strategy}-s{seed}"
+                    record = run / "row.json"
+                    if not record.exists():
+                        lr = args.full_lr if strategy == "full" else args.lr
+                        config = TrainConfig(strategy=strategy, recipe=recipe, lr=lr, batch_size=args.batch_size,
+                                             freeze_epochs=args.freeze_epochs, epochs=args.epochs, seed=seed, device="cpu")
+                        start = time.perf_counter()
+                        result = fit(folder, run, config, progress=False)
+                        accuracy = [h["val_accuracy"] for h in result.history]
+                        row = {"fraction": fraction, "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
+                               "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed,
+                               "best": max(accuracy), "last": accuracy[-1], "accuracy": accuracy,
+                               "wall_s": time.perf_counter() - start, "body_change": body_change(run)}
+                        record.write_text(json.dumps(row, indent=1))
+                        for checkpoint in run.glob("*.pt"):
+                            checkpoint.unlink()
+                    row = json.loads(record.read_text())
+                    rows.append(row)
+                    print(json.dumps({k: row[k] for k in ("fraction", "recipe", "strategy", "seed", "best", "last")}),
+                          flush=True)
+    lines = ["| train photos | recipe | strategy | LR | best % | last % | wall s | body Δw early / mid / late % |",
+             "|---|---|---|---|---:|---:|---:|---|"]
     for r in rows:
-        click.echo(f"| {r['strategy']} | {r['epochs']} | {100 * r['val_accuracy']:.2f}% | {r['wall_s']:.0f} s |")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "train_strategies.json").write_text(json.dumps(rows, indent=2))
+        lines.append(f"| {r['train_images']} ({r['fraction']:.0%}) | {r['recipe']} | {r['strategy']} | {r['lr']:g} | "
+                     f"{100 * r['best']:.2f} | {100 * r['last']:.2f} | {r['wall_s']:.0f} | "
+                     + " / ".join(f"{100 * c:.2f}" for c in r["body_change"]) + " |")
+    text = "\n".join(lines)
+    (args.out / "results.md").write_text(text + "\n")
+    print("\n" + text)
 
 
 if __name__ == "__main__":
