@@ -60,14 +60,16 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
                    f"Unfrozen, the head peaks at LR/{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g} (the recipe's divisor) "
                    "and the earliest layer group at that/--lr-mult.")
 @click.option("--lr-mult", type=click.FloatRange(min=1), default=None,
-              help=f"Discriminative LRs: head LR ÷ earliest group LR; groups between spread geometrically (fastai's slice) "
+              help=f"Discriminative LRs: head LR ÷ body LR (the default recipe: every body group there, as fastai's "
+                   f"MobileNet split; classic: the earliest group there, groups between geometric) "
                    f"[default: the recipe's, {get_recipe(DEFAULT_RECIPE).lr_mult:g}].")
 @click.option("--unfrozen-lr-div", type=click.FloatRange(min=0, min_open=True), default=None,
               help=f"Unfrozen phase: the head peaks at LR/this [default: the recipe's, "
                    f"{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g}].")
 @click.option("--recipe", type=click.Choice(recipe_names()), default=DEFAULT_RECIPE,
-              help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'); "
-                   "classic: the recipe before it, fastai: fastai's fine_tune settings.")
+              help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'). "
+                   "default: the head starts from a linear probe, BatchNorm keeps ImageNet statistics; classic: the "
+                   "earlier recipe (random head, lr/10, geometric body LRs); fastai: fastai's fine_tune settings.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="none",
               help="Class imbalance: weights (class-weighted loss) or sampler (class-balanced batches, one process).")
 @click.option("--tta", is_flag=True,

@@ -27,7 +27,7 @@ class Schedule:
 class Recipe:
     """What the trainer does per phase, given the user's ``--lr`` (the head's peak LR while the body is frozen).
 
-    fastai's ``fine_tune`` in these terms: ``unfrozen_lr_div=2``, ``lr_mult=100`` over 2 groups (body, head),
+    fastai's ``fine_tune`` in these terms: ``unfrozen_lr_div=2``, ``lr_mult=100`` over 2 groups (body, head: ``flat_body``),
     frozen ``Schedule(0.99, 25, 4e3)``, unfrozen ``Schedule(0.3, 5, 2e4)``, ``train_bn_frozen=True``,
     ``weight_decay=0.01`` (not on BatchNorm/bias), no label smoothing, and a BatchNorm/dropout MLP head.
     """
@@ -66,7 +66,7 @@ DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linea
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.
 FASTAI = replace(CLASSIC, name="fastai", unfrozen_lr_div=2.0, frozen=Schedule(0.99, 25.0, 4e3),
-                 unfrozen=Schedule(0.3, 5.0, 2e4), single=Schedule(0.25, 25.0, 4e3), train_bn_frozen=True)
+                 unfrozen=Schedule(0.3, 5.0, 2e4), single=Schedule(0.25, 25.0, 4e3), train_bn_frozen=True, flat_body=True)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DEFAULT, CLASSIC, FASTAI)}
 DEFAULT_RECIPE = DEFAULT.name

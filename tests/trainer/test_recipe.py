@@ -38,8 +38,7 @@ EXPECTED = {
     },
     "fastai": {  # train_bn: the frozen body's BatchNorm weights train at the frozen phase's one LR
         "frozen": ({"body0": 1e-3, "body1": 1e-3, "body2": 1e-3, "head": 1e-3}, (0.99, 25.0)),
-        "unfrozen": ({"body0": 5e-6, "body1": 5e-6 * 100 ** (1 / 3), "body2": 5e-6 * 100 ** (2 / 3), "head": 5e-4},
-                     (0.3, 5.0)),
+        "unfrozen": ({"body0": 5e-6, "body1": 5e-6, "body2": 5e-6, "head": 5e-4}, (0.3, 5.0)),
     },
 }
 
