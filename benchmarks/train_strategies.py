@@ -1,7 +1,7 @@
 """Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
     python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
-        --strategies head,finetune,full --lr 5e-3 --full-lr 5e-4 --seeds 0 --freeze-epochs 1 --epochs 2]
+        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2]
 
 Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
 ``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--recipes", default="default,classic")
     parser.add_argument("--strategies", default="head,finetune,full")
     parser.add_argument("--lr", type=float, default=5e-3, help="head / finetune --lr")
-    parser.add_argument("--full-lr", type=float, default=5e-4, help="--lr of the full strategy")
+    parser.add_argument("--full-lr", type=float, default=1e-4, help="--lr of the full strategy")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--freeze-epochs", type=int, default=1)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from edgeport.runtime.errors import DataError
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -33,6 +34,8 @@ MAX_IMAGES = 10_000
 #: L2 strengths tried, on the scale of the mean cross-entropy: loss = CE + l2 / 2 · ‖W‖².
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 3
+#: Images the L2 search uses at most (a seeded sample); the final fit uses every probe image.
+CV_MAX_IMAGES = 2_000
 
 
 @dataclass(frozen=True)
@@ -68,18 +71,19 @@ def _features(model: nn.Module, loader: DataLoader, device: torch.device, progre
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
                  init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights and bias minimising mean cross-entropy + l2/2·‖W‖² (bias unpenalised), by full-batch L-BFGS."""
-    x64, y = x.double(), y.long()
-    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64) if init is None else init[0].double().clone()
-    b = torch.zeros(num_classes, dtype=torch.float64) if init is None else init[1].double().clone()
+    """Weights and bias minimising mean cross-entropy + l2/2·‖W‖² (bias unpenalised), by full-batch L-BFGS from
+    ``init`` (warm start) or zeros."""
+    x, y = x.float(), y.long()
+    w = torch.zeros(num_classes, x.shape[1]) if init is None else init[0].float().clone()
+    b = torch.zeros(num_classes) if init is None else init[1].float().clone()
     w.requires_grad_(True)
     b.requires_grad_(True)
-    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-9,
-                                  history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([w, b], lr=1.0, max_iter=100, tolerance_grad=1e-5, tolerance_change=1e-9,
+                                  history_size=10, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(x64 @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
+        loss = nn.functional.cross_entropy(x @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
         loss.backward()
         return loss
 
@@ -103,18 +107,23 @@ def _folds(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
 def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
               grid: tuple[float, ...] = L2_GRID) -> tuple[float, float, float]:
     """The grid's L2 with the lowest k-fold held-out log-loss; returns (l2, its log-loss, its accuracy)."""
+    if len(y) > CV_MAX_IMAGES:  # the search's cost grows with images × classes × grid × folds; the final fit sees all
+        pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:CV_MAX_IMAGES]
+        x, y = x[pick], y[pick]
     folds = _folds(y, FOLDS, seed)
     best = (math.inf, 0.0, grid[0])
-    for l2 in grid:
+    warm: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per fold: the previous (stronger) L2's solution
+    for l2 in sorted(grid, reverse=True):
         loss_sum, correct = 0.0, 0
-        for held in folds:
+        for f, held in enumerate(folds):
             train = torch.ones(len(y), dtype=torch.bool)
             train[held] = False
-            w, b = fit_logistic(x[train], y[train], num_classes, l2)
+            w, b = warm[f] = fit_logistic(x[train], y[train], num_classes, l2, warm.get(f))
             logits = x[held] @ w.T + b
             loss_sum += nn.functional.cross_entropy(logits, y[held], reduction="sum").item()
             correct += (logits.argmax(1) == y[held]).sum().item()
-        best = min(best, (loss_sum / len(y), correct / len(y), l2))
+        if loss_sum / len(y) < best[0]:
+            best = (loss_sum / len(y), correct / len(y), l2)
     return best[2], best[0], best[1]
 
 
@@ -131,6 +140,8 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     feats, labels = _features(model, loader, device, progress)
     gathered = ctx.all_gather((feats, labels))
     x, y = torch.cat([f for f, _ in gathered]), torch.cat([lab for _, lab in gathered])
+    if len(y) == 0:
+        raise DataError("no training image could be decoded for the linear probe; check the data folder")
 
     def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, dict]:
         l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)

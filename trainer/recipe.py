@@ -42,7 +42,7 @@ class Recipe:
     label_smoothing: float  # cross-entropy label smoothing, every phase
     weight_decay: float  # AdamW's decoupled weight decay, every parameter
     head_init: str = "random"  # "linear_probe": the head starts fitted to the body's features (head_init.py)
-    bn_stats: bool = True  # trainable BatchNorm layers normalise by batch statistics and update their running ones
+    bn_stats: bool = True  # finetune/gradual: trainable BatchNorm updates its running statistics (full always does)
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
 
 

@@ -45,6 +45,7 @@ class Phase:
     schedule: Schedule = CLASSIC.single  # the one-cycle shape (recipe.Recipe)
     train_bn: bool = False  # frozen BatchNorm layers trainable and in train mode (fastai's train_bn)
     flat_body: bool = False  # every trainable body group at head_lr / lr_mult instead of a geometric spread
+    bn_stats: bool = True  # trainable BatchNorm updates its running statistics (False: ImageNet's stay, weights train)
 
 
 def _owns(prefix: str, name: str) -> bool:
@@ -117,10 +118,12 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
     if strategy == "head":
         phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0, recipe.single, recipe.train_bn_frozen)]
     elif strategy == "finetune":
-        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body)]
+        phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body,
+                                bn_stats=recipe.bn_stats)]
     elif strategy == "gradual":
-        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body)]
-    elif strategy == "full":
+        phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body,
+                                bn_stats=recipe.bn_stats)]
+    elif strategy == "full":  # the whole body at --lr moves far from ImageNet: its BatchNorm statistics must follow
         phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0, recipe.single)]
     else:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")

@@ -414,7 +414,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             train_loader.sampler.set_epoch(current)  # a new shuffle each epoch, the same on every rank
             if ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
                 seed_everything(config.seed + 1000 * ctx.rank + current)
-            train_mode(model, recipe.bn_stats)
+            train_mode(model, phase.bn_stats)
             loss_sum, seen = 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
             for x, y in bar:
