@@ -16,7 +16,7 @@ from edgeport.runtime.manifest import sha256_file
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["LoadedModel", "load_model", "as_loaded_model", "TORCHVISION_PREFIX", "torchvision_spec"]
+__all__ = ["LoadedModel", "load_model", "as_loaded_model", "TORCHVISION_PREFIX", "torchvision_spec", "tta_logits"]
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -83,3 +83,11 @@ def load_model(spec: str | os.PathLike, weights: str | None = None) -> LoadedMod
 def as_loaded_model(source: LoadedModel | str | os.PathLike) -> LoadedModel:
     """Lets a function take a loaded model or the same spec string the CLIs take."""
     return source if isinstance(source, LoadedModel) else load_model(source)
+
+
+def tta_logits(model: Any, x: Any) -> Any:
+    """The trainer's test-time augmentation (``steps.tta_logits``) for tools outside it (edge-bench --tta); imported
+    on call, so this module stays torch-free to import."""
+    from .steps import tta_logits as trainer_tta
+
+    return trainer_tta(model, x)

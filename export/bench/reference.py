@@ -37,7 +37,7 @@ class TorchReference:
     def tta_logits(self, tensors: np.ndarray, batch: int) -> np.ndarray:
         """The trainer's test-time augmentation (mean softmax of the crop and its mirror, as log-probabilities)."""
         import torch
-        from edgeport.trainer.steps import tta_logits
+        from edgeport.trainer.loading import tta_logits
 
         with torch.inference_mode():
             outs = [tta_logits(self.model, torch.from_numpy(tensors[i : i + batch])).numpy()
