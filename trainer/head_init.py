@@ -50,12 +50,14 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def _features(model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the head receives (its input, via a hook) for every decodable image of ``loader``, on the CPU."""
+def _features(model: nn.Module, loader: DataLoader, device: torch.device,
+              progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the head receives (its input, via a hook) for every decodable image of ``loader``, on the CPU: features,
+    labels, and a mask of the loader's items that decoded."""
     head = model.get_submodule(head_module_name(model))
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
-    feats, labels = [], []
+    feats, labels, decoded = [], [], []
     model.eval()
     try:
         for x, y, _failures in tqdm(loader, desc="linear probe: features", leave=False, disable=not progress):
@@ -64,9 +66,10 @@ def _features(model: nn.Module, loader: DataLoader, device: torch.device, progre
             keep = (y >= 0).cpu()  # -1: a file that failed to decode
             feats.append(captured.pop()[keep])
             labels.append(y.cpu()[keep])
+            decoded.append(keep)
     finally:
         hook.remove()
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats), torch.cat(labels), torch.cat(decoded)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
@@ -135,11 +138,13 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     indices = list(range(len(dataset)))
     if len(indices) > MAX_IMAGES:
         indices = sorted(torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))[:MAX_IMAGES].tolist())
-    shard = Subset(dataset, [indices[i] for i in shard_indices(len(indices), ctx.rank, ctx.world_size)])
-    loader = DataLoader(shard, batch_size=max(1, batch_size), collate_fn=collate_with_failures)
-    feats, labels = _features(model, loader, device, progress)
-    gathered = ctx.all_gather((feats, labels))
-    x, y = torch.cat([f for f, _ in gathered]), torch.cat([lab for _, lab in gathered])
+    mine = shard_indices(len(indices), ctx.rank, ctx.world_size)
+    loader = DataLoader(Subset(dataset, [indices[i] for i in mine]), batch_size=max(1, batch_size),
+                        collate_fn=collate_with_failures)
+    feats, labels, kept = _features(model, loader, device, progress)
+    gathered = ctx.all_gather((feats, labels, torch.tensor(mine)[kept]))
+    order = torch.cat([pos for _, _, pos in gathered]).argsort()  # the one-process order, whatever the world size
+    x, y = torch.cat([f for f, _, _ in gathered])[order], torch.cat([lab for _, lab, _ in gathered])[order]
     if len(y) == 0:
         raise DataError("no training image could be decoded for the linear probe; check the data folder")
 
