@@ -55,7 +55,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Epochs after the head-only ones (unfrozen for finetune/gradual). Every strategy trains "
                    "--freeze-epochs + --epochs epochs in total.")
 @click.option("--freeze-epochs", type=click.IntRange(min=0), default=1, help="Epochs first, pretrained body frozen, new head only.")
-@click.option("--lr", callback=_parse_lr, default="5e-3", metavar="LR|auto",
+@click.option("--lr", callback=_parse_lr, default="2e-3", metavar="LR|auto",
               help="Peak LR of the new head (one-cycle per phase), or 'auto' to take the LR finder's valley. "
                    f"Unfrozen, the head peaks at LR/{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g} (the recipe's divisor) "
                    "and the earliest layer group at that/--lr-mult.")
@@ -130,7 +130,7 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
     \b
     fastai → edge-train:
       learn.lr_find()            --lr-find
-      learn.fine_tune(3, 5e-3)   --epochs 3 --freeze-epochs 1 --lr 5e-3   (the default)
+      learn.fine_tune(3, 2e-3)   --epochs 3 --freeze-epochs 1 --lr 2e-3   (the default)
       learn.fit_one_cycle(...)   --strategy head / full
 
     \b

@@ -69,7 +69,7 @@ class TrainConfig:
     strategy: str = "finetune"  # head | finetune | gradual | full (see strategies.plan_phases)
     epochs: int = 3  # unfrozen epochs, after the head-only ones
     freeze_epochs: int = 1
-    lr: float | str = 5e-3  # peak LR of the new head while the body is frozen; "auto": LR finder's valley
+    lr: float | str = 2e-3  # the new head's peak LR while the body is frozen (fastai's base_lr); "auto": the finder's
     recipe: str = DEFAULT_RECIPE  # per-phase LRs, schedules, BatchNorm, loss (recipe.RECIPES)
     unfrozen_lr_div: float | None = None  # None: the recipe's (unfrozen, the head peaks at lr / this) ...
     lr_mult: float | None = None  # ... the earliest body group at that / lr_mult, groups between geometrically
