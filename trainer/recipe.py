@@ -59,8 +59,9 @@ CLASSIC = Recipe(
     weight_decay=0.01,
 )
 
-#: The default since issue #14: ``classic`` with the unfrozen head at lr/2 (fastai's value) and the head started from
-#: a linear probe, the two candidates measured better (docs/training.md, "Recipe, measured"); the others stay off.
+#: The default since issue #14: ``classic`` with the head started from a linear probe, the unfrozen head at lr/2 and
+#: the body flat at head/100 (fastai's values), and BatchNorm keeping ImageNet's statistics in finetune/gradual: each
+#: measured better (docs/training.md, "Recipe, measured"); fastai's schedules, train_bn and label smoothing stay off.
 DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
