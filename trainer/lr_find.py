@@ -129,10 +129,10 @@ def lr_find_on_features(x: torch.Tensor, y: torch.Tensor, num_classes: int, batc
     return lr_find(head, loader, torch.device("cpu"), num_it=num_it, progress=False)
 
 
-def lr_advice(lr: float, found: LRFindResult | dict) -> str | None:
-    """One line when ``lr`` is ``FAR_FACTOR``× or more away from the finder's valley, else None. Never overrides."""
-    valley = found.valley if isinstance(found, LRFindResult) else found["valley"]
-    steep = found.steep if isinstance(found, LRFindResult) else found["steep"]
+def lr_advice(lr: float, found: dict) -> str | None:
+    """One line when ``lr`` is ``FAR_FACTOR``× or more away from the finder's valley (``found``: its ``valley`` and
+    ``steep``, as a run's metrics keep them), else None. Never overrides."""
+    valley, steep = found["valley"], found["steep"]
     ratio = lr / valley
     if 1 / FAR_FACTOR < ratio < FAR_FACTOR:
         return None

@@ -130,6 +130,11 @@ class TrainResult:
     lr_find: dict[str, Any] | None = None
 
 
+def _eval_set(samples: list, contract: PreprocessContract) -> ImageListDataset:
+    """Images as the contract evaluates them; a file that fails to decode gives a blank image labelled -1."""
+    return ImageListDataset(samples, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
+
+
 def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig, device: torch.device, ctx: Dist):
     """Train: this rank's ``DistributedSampler`` shard (reshuffled by ``set_epoch``). Val: the exact shard
     ``rank::world_size`` (``DistributedSampler`` would pad it with repeats). Both record decode failures."""
@@ -147,7 +152,7 @@ def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig
         sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
     train = DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
                        generator=generator, **common)
-    val_set = ImageListDataset(split.val, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
+    val_set = _eval_set(split.val, contract)
     val = DataLoader(Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)), batch_size=per_rank, **common)
     return RecordingLoader(train), RecordingLoader(val), generator
 
@@ -379,9 +384,8 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     metrics["recipe"] = asdict(recipe)
     if recipe.head_init == "linear_probe":
         if state is None:
-            probe = linear_probe(model, ImageListDataset(split.train, eval_transform(contract),
-                                                         blank=torch.zeros(3, *contract.input_size)),
-                                 len(split.classes), per_rank, device, ctx, config.seed, progress)
+            probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx,
+                                 config.seed, progress)
             metrics["linear_probe"] = asdict(probe)
             say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
                 f"(L2 {probe.l2:g} by {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")

@@ -132,9 +132,10 @@ def serve(clf: Classifier, sources: Sequence[Source], sinks: Iterable[Sink] = ()
     try:
         for items in stream.batches():
             for item in stream.classify(items, top_k, threshold):
-                record = record_of(item)
-                for sink in sinks:
-                    sink(record)
+                if sinks:  # a record is built once per item, and only when someone takes it
+                    record = record_of(item)
+                    for sink in sinks:
+                        sink(record)
                 yield item
     finally:
         stream.stop()
