@@ -26,11 +26,13 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, Any],
     val_files: list[str],
+    head: str = "linear",
 ) -> None:
     payload = {
         "kind": CHECKPOINT_KIND,
         "version": CHECKPOINT_VERSION,
         "arch": arch,
+        "head": head,  # models.HEADS; a checkpoint without it has the architecture's own Linear head
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         "contract": contract.to_dict(),
         "epoch": epoch,

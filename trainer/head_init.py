@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .data import ImageListDataset, collate_with_failures
 from .distributed import Dist, shard_indices
 from .lr_find import lr_find_on_features
-from .models import head_module_name
+from .models import feature_standardizer, head_module_name
 from .steps import to_device
 
 __all__ = ["ProbeResult", "linear_probe", "fit_logistic", "choose_l2", "MAX_IMAGES", "L2_GRID", "FOLDS"]
@@ -36,6 +36,9 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 3
 #: Images the L2 search uses at most (a seeded sample); the final fit uses every probe image.
 CV_MAX_IMAGES = 2_000
+#: A standardized head's variances are floored at this share of their mean: a feature that barely varies on the
+#: training images would otherwise be amplified by up to 1/sqrt(eps) ≈ 316 on a frame where it fires.
+VAR_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,9 @@ class ProbeResult:
 @torch.no_grad()
 def _features(model: nn.Module, loader: DataLoader, device: torch.device,
               progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What the head receives (its input, via a hook) for every decodable image of ``loader``, on the CPU: features,
-    labels, and a mask of the loader's items that decoded."""
-    head = model.get_submodule(head_module_name(model))
+    """What the head receives (the input of its standardizer, or of its Linear; via a hook) for every decodable image
+    of ``loader``, on the CPU: features, labels, and a mask of the loader's items that decoded."""
+    head = feature_standardizer(model) or model.get_submodule(head_module_name(model))
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
     feats, labels, decoded = [], [], []
@@ -147,6 +150,11 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     x, y = torch.cat([f for f, _, _ in gathered])[order], torch.cat([lab for _, lab, _ in gathered])[order]
     if len(y) == 0:
         raise DataError("no training image could be decoded for the linear probe; check the data folder")
+    standardizer = feature_standardizer(model)
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    if standardizer is not None:  # the probe fits, and the finder sweeps, the head in the space it trains in
+        var = var.clamp_min(VAR_FLOOR * var.mean().item())
+        x = (x - mean) / (var + standardizer.eps).sqrt()
 
     def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, dict]:
         l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)
@@ -158,6 +166,9 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     w, b, l2, cv_loss, cv_acc, train_acc, found = ctx.broadcast(fit() if ctx.is_main else None)
     head = model.get_submodule(head_module_name(model))
     with torch.no_grad():
+        if standardizer is not None:  # the same statistics on every rank: each computed them from the gathered x
+            standardizer.running_mean.copy_(mean.to(standardizer.running_mean.device))
+            standardizer.running_var.copy_(var.to(standardizer.running_var.device))
         head.weight.copy_(w.to(head.weight.device, head.weight.dtype))
         head.bias.copy_(b.to(head.bias.device, head.bias.dtype))
     return ProbeResult(images=len(y), l2=l2, cv_log_loss=round(cv_loss, 4), cv_accuracy=round(cv_acc, 4),

@@ -60,7 +60,8 @@ def load_model(spec: str | os.PathLike, weights: str | None = None) -> LoadedMod
                            provenance={"kind": "torchvision", "arch": arch, "weights": origin})
     ckpt = load_checkpoint(spec)
     contract: PreprocessContract = ckpt["contract"]
-    model = build_for_checkpoint(ckpt["arch"], contract.num_classes, ckpt["state_dict"]).eval()
+    model = build_for_checkpoint(ckpt["arch"], contract.num_classes, ckpt["state_dict"],
+                                 ckpt.get("head", "linear")).eval()
     return LoadedModel(
         spec=spec,
         name=Path(spec).parent.name or ckpt["arch"],

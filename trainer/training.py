@@ -206,7 +206,7 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     imagenet = arch_contract(config.arch)
     contract = PreprocessContract(**{**imagenet.to_dict(), "labels": split.classes})
     model = build_pretrained(config.arch, config.weights)
-    replace_head(model, len(split.classes))
+    replace_head(model, len(split.classes), get_recipe(config.recipe).head)
     model.to(device)
     if use_channels_last(device):
         model.to(memory_format=torch.channels_last)
@@ -449,7 +449,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                 val_files = [str(p) for p in _decoded_files(split, best_eval.get("decoded"))]
                 if improved:
                     save_checkpoint(best_path, arch=config.arch, state_dict=model.state_dict(), contract=contract,
-                                    epoch=current, metrics=best, val_files=val_files)
+                                    epoch=current, metrics=best, val_files=val_files, head=recipe.head)
                 save_run_state(last_path, {
                     "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

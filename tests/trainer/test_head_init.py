@@ -7,13 +7,15 @@ import shutil
 import pytest
 import torch
 from edgeport.runtime.preprocess import load_image
-from edgeport.trainer.data import ImageListDataset
+from edgeport.trainer.data import ImageListDataset, collate_with_failures
 from edgeport.trainer.distributed import Dist
-from edgeport.trainer.head_init import _folds, choose_l2, fit_logistic, linear_probe
+from edgeport.trainer.head_init import VAR_FLOOR, _features, _folds, choose_l2, fit_logistic, linear_probe
 from edgeport.trainer.lr_find import lr_advice
-from edgeport.trainer.models import arch_contract, build_pretrained, replace_head
+from edgeport.trainer.models import arch_contract, build_for_checkpoint, build_pretrained, feature_standardizer, replace_head
+from edgeport.trainer.strategies import train_mode
 from edgeport.trainer.transforms import eval_transform
 from torch import nn
+from torch.utils.data import DataLoader
 
 
 def _objective(x, y, w, b, l2):
@@ -99,3 +101,31 @@ def test_lr_advice_warns_far_from_the_finder_and_stays_quiet_near_it():
     high, low = lr_advice(0.1, found), lr_advice(1e-5, found)
     assert "50× above" in high and "2.0e-03" in high and "--lr 0.1" in high
     assert "200× below" in low and "--lr auto" in low
+
+
+def test_standardized_head_takes_the_probe_statistics_and_round_trips_through_a_checkpoint(few_photos):
+    """The "standardized" head: a fixed (x - mean) / std of the training features before the Linear, never trained,
+    in eval mode in every phase, and rebuilt from a checkpoint to the same logits."""
+    transform = eval_transform(arch_contract("mobilenet_v2"))
+    model = build_pretrained("mobilenet_v2")
+    replace_head(model, 2, "standardized")
+    standardizer = feature_standardizer(model)
+    assert standardizer is not None and not list(standardizer.parameters())  # nothing for an optimizer to move
+    dataset = ImageListDataset(few_photos["train"], transform, blank=torch.zeros(3, 224, 224))
+    raw, _, _ = _features(model, DataLoader(dataset, batch_size=8, collate_fn=collate_with_failures),
+                          torch.device("cpu"), progress=False)
+    assert raw.shape == (24, 1280) and raw.min() >= 0  # the hook reads the features before standardisation
+    result = linear_probe(model, dataset, 2, 8, torch.device("cpu"), Dist(), seed=0, progress=False)
+    var = raw.var(0, unbiased=False)
+    torch.testing.assert_close(standardizer.running_mean, raw.mean(0))
+    torch.testing.assert_close(standardizer.running_var, var.clamp_min(VAR_FLOOR * var.mean()))
+    assert result.train_accuracy == 1.0 and _accuracy(model, few_photos["val"], transform) >= 0.85
+    train_mode(model)
+    assert not standardizer.training and model.classifier[1][1].training  # statistics fixed, the Linear trains
+    rebuilt = build_for_checkpoint("mobilenet_v2", 2, model.state_dict(), head="standardized")
+    x = torch.stack([transform(load_image(p)) for p, _ in few_photos["val"][:4]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+    with pytest.raises(RuntimeError):  # a standardized checkpoint does not load into a plain head
+        build_for_checkpoint("mobilenet_v2", 2, model.state_dict())

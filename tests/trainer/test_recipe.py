@@ -225,6 +225,13 @@ def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(fi
     final = load_run_state(finetuned_run.best_path.parent)["model"]
     imagenet = build_pretrained("mobilenet_v2").state_dict()
     stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
-    assert len(stats) == 2 * 52 and all(torch.equal(final[k], imagenet[k]) for k in stats)
+    body = [k for k in stats if not k.startswith("classifier.")]
+    assert len(body) == 2 * 52 and all(torch.equal(final[k], imagenet[k]) for k in body)
+    # the standardized head's statistics are the probe's, not the initial (0, 1), and unchanged by training
+    assert sorted(set(stats) - set(body)) == ["classifier.1.0.running_mean", "classifier.1.0.running_var"]
+    assert final["classifier.1.0.running_mean"].min() >= 0 and final["classifier.1.0.running_mean"].max() > 0.1
+    best = torch.load(finetuned_run.best_path, weights_only=True)
+    assert best["head"] == "standardized"
+    torch.testing.assert_close(best["state_dict"]["classifier.1.0.running_var"], final["classifier.1.0.running_var"])
     assert not torch.equal(final["features.18.0.weight"], imagenet["features.18.0.weight"])  # the body did train
     assert not torch.equal(final["features.18.1.weight"], imagenet["features.18.1.weight"])  # BatchNorm weights too
