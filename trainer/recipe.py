@@ -44,6 +44,7 @@ class Recipe:
     head_init: str = "random"  # "linear_probe": the head starts fitted to the body's features (head_init.py)
     bn_stats: bool = True  # finetune/gradual: trainable BatchNorm updates its running statistics (full always does)
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
+    ema_horizon: float = 0.0  # > 0: evaluate and save an EMA of the weights over this many epochs (averaging.py)
     head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
 
     def __post_init__(self) -> None:
@@ -65,11 +66,11 @@ CLASSIC = Recipe(
 )
 
 #: The default since issue #14: ``classic`` with the head started from a linear probe on standardized features, the
-#: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), and BatchNorm keeping ImageNet's statistics
-#: in finetune/gradual: each measured better (docs/training.md, "Recipe, measured"); fastai's schedules, train_bn and
-#: label smoothing stay off.
+#: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in
+#: finetune/gradual, and the weights averaged over half an epoch: each measured better (docs/training.md, "Recipe,
+#: measured"); fastai's schedules, train_bn and label smoothing stay off.
 DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True,
-                  head="standardized")
+                  head="standardized", ema_horizon=0.5)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import reports
 from .augment import train_transforms
+from .averaging import make_average
 from .balance import BALANCE_MODES, balanced_sampler, class_weights
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
@@ -394,6 +395,11 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                 say(advice)
         else:
             metrics["linear_probe"] = state.get("linear_probe")
+    # recipe.ema_horizon: the weights every epoch evaluates and best.pt holds are an average of the trained ones
+    average = make_average(model, recipe.ema_horizon, len(train_loader)) if recipe.ema_horizon > 0 else None
+    if average is not None and state is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
+    scored = model if average is None else average.module
     say(reports.table_header())
     epoch = 0
     for phase in config.phases():
@@ -425,10 +431,12 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                 loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment, criterion) * len(y)
                 seen += len(y)
                 scheduler.step()
+                if average is not None:
+                    average.update_parameters(model)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
             train_seconds = time.perf_counter() - start
             loss_sum, seen = ctx.sum(loss_sum, seen)
-            evaluation, decoded = _gather_evaluation(ctx, evaluate(model, val_loader, device))
+            evaluation, decoded = _gather_evaluation(ctx, evaluate(scored, val_loader, device))
             if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
                 metrics["skipped"] = split.skipped
             accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
@@ -436,7 +444,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                    "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                    "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
             if config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
-                row["val_accuracy_tta"] = _gathered_tta(ctx, model, val_loader, device)
+                row["val_accuracy_tta"] = _gathered_tta(ctx, scored, val_loader, device)
             history.append(row)
             throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
                                "images_per_second": seen / train_seconds})
@@ -448,7 +456,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             if ctx.is_main:  # only rank 0 writes; the other ranks hold the same numbers
                 val_files = [str(p) for p in _decoded_files(split, best_eval.get("decoded"))]
                 if improved:
-                    save_checkpoint(best_path, arch=config.arch, state_dict=model.state_dict(), contract=contract,
+                    save_checkpoint(best_path, arch=config.arch, state_dict=scored.state_dict(), contract=contract,
                                     epoch=current, metrics=best, val_files=val_files, head=recipe.head)
                 save_run_state(last_path, {
                     "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
@@ -456,6 +464,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                     "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
                     "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
                     "linear_probe": metrics.get("linear_probe"),
+                    "average": None if average is None else average.state_dict(),
                 })
                 reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})
     metrics.update(best=best, history=history, throughput=throughput)

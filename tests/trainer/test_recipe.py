@@ -216,13 +216,15 @@ def test_one_cycle_survives_a_one_step_warm_up():
 
 
 def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(finetuned_run):
-    """The session's real fine-tune (default recipe, 1 frozen + 1 unfrozen epoch on hymenoptera)."""
+    """The session's real fine-tune (default recipe, 1 frozen + 1 unfrozen epoch on hymenoptera): the probe, the
+    standardized head, ImageNet's BatchNorm statistics, and the weight average it scores and saves."""
     from edgeport.trainer.checkpoint import load_run_state
 
     metrics = json.loads(finetuned_run.metrics_path.read_text())
     assert metrics["recipe"]["head_init"] == "linear_probe" and metrics["linear_probe"]["images"] == 245
     assert metrics["linear_probe"]["cv_accuracy"] >= 0.9  # 245 real photos, 3-fold, two classes
-    final = load_run_state(finetuned_run.best_path.parent)["model"]
+    state = load_run_state(finetuned_run.best_path.parent)
+    final = state["model"]
     imagenet = build_pretrained("mobilenet_v2").state_dict()
     stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
     body = [k for k in stats if not k.startswith("classifier.")]
@@ -232,6 +234,16 @@ def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(fi
     assert final["classifier.1.0.running_mean"].min() >= 0 and final["classifier.1.0.running_mean"].max() > 0.1
     best = torch.load(finetuned_run.best_path, weights_only=True)
     assert best["head"] == "standardized"
+    # recipe ema_horizon: the run scores and saves the weight average, whose state --resume carries on
+    assert int(state["average"]["n_averaged"]) == 2 * (245 // 16)  # every step of 2 epochs (drop_last batches of 16)
+    averaged = {k.removeprefix("module."): v for k, v in state["average"].items() if k.startswith("module.")}
+    assert averaged.keys() == final.keys()
+    assert not torch.equal(averaged["features.18.0.weight"], final["features.18.0.weight"])  # an average, not a copy
+    # best.pt holds the weights the epoch scored (test_train_parity: the export of best.pt scores its val accuracy)
+    if best["epoch"] == 2:
+        torch.testing.assert_close(best["state_dict"]["features.18.0.weight"], averaged["features.18.0.weight"])
+    else:
+        assert not torch.equal(best["state_dict"]["features.18.0.weight"], final["features.18.0.weight"])
     torch.testing.assert_close(best["state_dict"]["classifier.1.0.running_var"], final["classifier.1.0.running_var"])
     assert not torch.equal(final["features.18.0.weight"], imagenet["features.18.0.weight"])  # the body did train
     assert not torch.equal(final["features.18.1.weight"], imagenet["features.18.1.weight"])  # BatchNorm weights too

@@ -29,7 +29,7 @@ def test_brief_fine_tune_learns_from_real_weights(finetuned_run):
 def test_device_path_agrees_with_pytorch_on_every_val_jpeg(finetuned_run, finetuned_bundle, hymenoptera_val_jpegs):
     """torchvision eval transform + PyTorch vs the runtime's numpy/Pillow path + onnxruntime, per file."""
     ckpt = load_checkpoint(finetuned_run.best_path)
-    model = build_for_checkpoint(ckpt["arch"], ckpt["contract"].num_classes, ckpt["state_dict"])
+    model = build_for_checkpoint(ckpt["arch"], ckpt["contract"].num_classes, ckpt["state_dict"], ckpt["head"])
     transform = eval_transform(ckpt["contract"])
     with torch.no_grad():
         batch = torch.stack([transform(load_image(p)) for p in hymenoptera_val_jpegs])
