@@ -84,7 +84,8 @@ def test_edge_train_fine_tunes_lite0_with_regex_labels_and_strong_aug_then_expor
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ant         7       3\nbee         7       3" in result.stdout and "best val accuracy" in result.stdout
     ckpt = torch.load(run / "best.pt", weights_only=True)
-    assert ckpt["arch"] == "efficientnet_lite0" and ckpt["state_dict"]["classifier.weight"].shape == (2, 1280)
+    assert ckpt["arch"] == "efficientnet_lite0" and ckpt["head"] == "standardized"  # the default recipe's head
+    assert ckpt["state_dict"]["classifier.1.weight"].shape == (2, 1280)
     manifest = export_bundle(str(run / "best.pt"), tmp_path / "bundle", formats="onnx", log=lambda _: None)
     parity = manifest["verification"]["onnx"]
     assert parity["images"] == 6 and parity["top1_agreement"] == 1.0  # on the run's own val photos
