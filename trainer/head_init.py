@@ -7,6 +7,8 @@ small set (245 photos at batch 32 are 7 per epoch) and at an LR picked for fine-
 from its optimum; the unfrozen phase then spends its steps, and the body's pretrained features, repairing the head.
 From the probe's optimum every phase starts from the best head the body allows, whatever ``--lr`` and
 ``--batch-size`` the user picked. Cost: one forward pass over the training images (at most ``MAX_IMAGES``).
+With a "standardized" head (``models.replace_head``) the probe first sets its fixed per-feature mean and variance
+from the same features, and fits the Linear in that space.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .weights import ensure_weights_file, load_state_dict_file
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
            "build_pretrained", "build_for_checkpoint", "replace_head", "head_module_name", "feature_standardizer",
-           "HEADS", "LITE0"]
+           "LITE0"]
 
 def _spec(arch: str) -> ArchSpec:
     if arch == LITE0:

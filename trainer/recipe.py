@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .registry import HEADS
+
 __all__ = ["Schedule", "Recipe", "RECIPES", "DEFAULT_RECIPE", "recipe_names", "get_recipe"]
 
 
@@ -48,6 +50,8 @@ class Recipe:
     head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"recipe {self.name}: head {self.head!r} is not one of {', '.join(HEADS)}")
         if self.head == "standardized" and self.head_init != "linear_probe":
             raise ValueError(f"recipe {self.name}: a standardized head takes its statistics from the linear probe")
 
