@@ -22,8 +22,8 @@ from statistics import fmean
 import torch
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.trainer.data import ImageListDataset, collate_with_failures, scan_image_folder
-from edgeport.trainer.head_init import VAR_FLOOR, choose_l2, fit_logistic
-from edgeport.trainer.models import arch_contract, build_pretrained, head_module_name
+from edgeport.trainer.head_init import choose_l2, fit_logistic, head_inputs, standardization
+from edgeport.trainer.models import arch_contract, build_pretrained
 from edgeport.trainer.recipe import DEFAULT
 from edgeport.trainer.transforms import eval_transform
 from torch import nn
@@ -35,23 +35,12 @@ LRS = (1e-3, 2e-3, 5e-3, 1e-2)
 BATCHES = (16, 32)
 
 
-@torch.no_grad()
 def features(model: nn.Module, samples: list, contract: PreprocessContract) -> tuple[torch.Tensor, torch.Tensor]:
-    """The head's input for every decodable photo, via a hook on the head."""
-    captured: list[torch.Tensor] = []
-    head = model.get_submodule(head_module_name(model))
-    hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    """The head's input for every decodable photo (eval transform), as the linear probe computes it."""
     dataset = ImageListDataset(samples, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
-    xs, ys = [], []
-    try:
-        for x, y, _ in DataLoader(dataset, batch_size=32, collate_fn=collate_with_failures):
-            model(x)
-            keep = y >= 0
-            xs.append(captured.pop()[keep])
-            ys.append(y[keep])
-    finally:
-        hook.remove()
-    return torch.cat(xs), torch.cat(ys)
+    x, y, _ = head_inputs(model, DataLoader(dataset, batch_size=32, collate_fn=collate_with_failures),
+                          torch.device("cpu"), progress=False)
+    return x, y
 
 
 def accuracy(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -92,9 +81,9 @@ def main() -> None:
     contract = PreprocessContract(**{**arch_contract(args.arch).to_dict(), "labels": split.classes})
     model = build_pretrained(args.arch).eval()
     (xt, yt), (xv, yv) = features(model, split.train, contract), features(model, split.val, contract)
-    mean, var = xt.mean(0), xt.var(0, unbiased=False)
-    std = (var.clamp_min(VAR_FLOOR * var.mean().item()) + 1e-5).sqrt()  # BatchNorm1d's default eps
-    layouts = {"raw": (xt, xv), "standardized": ((xt - mean) / std, (xv - mean) / std)}
+    eps = nn.BatchNorm1d(1).eps  # the standardized head's
+    mean, var, standardized = standardization(xt, eps)
+    layouts = {"raw": (xt, xv), "standardized": (standardized, (xv - mean) / (var + eps).sqrt())}
     k = len(split.classes)
     results: dict[str, dict] = {}
     lines = ["| features | probe | " + " | ".join(f"{lr:g} / {b}" for lr in LRS for b in BATCHES) + " | mean |",

@@ -29,7 +29,8 @@ from .lr_find import lr_find_on_features
 from .models import feature_standardizer, head_module_name
 from .steps import to_device
 
-__all__ = ["ProbeResult", "linear_probe", "fit_logistic", "choose_l2", "MAX_IMAGES", "L2_GRID", "FOLDS"]
+__all__ = ["ProbeResult", "linear_probe", "head_inputs", "standardization", "fit_logistic", "choose_l2", "MAX_IMAGES",
+           "L2_GRID", "FOLDS", "VAR_FLOOR"]
 
 #: Images the probe looks at, at most (a seeded sample beyond that): the fit needs examples, not epochs.
 MAX_IMAGES = 10_000
@@ -55,7 +56,7 @@ class ProbeResult:
 
 
 @torch.no_grad()
-def _features(model: nn.Module, loader: DataLoader, device: torch.device,
+def head_inputs(model: nn.Module, loader: DataLoader, device: torch.device,
               progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the head receives (the input of its standardizer, or of its Linear; via a hook) for every decodable image
     of ``loader``, on the CPU: features, labels, and a mask of the loader's items that decoded."""
@@ -75,6 +76,14 @@ def _features(model: nn.Module, loader: DataLoader, device: torch.device,
     finally:
         hook.remove()
     return torch.cat(feats), torch.cat(labels), torch.cat(decoded)
+
+
+def standardization(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A standardized head's statistics of features ``x`` (mean, variance floored at ``VAR_FLOOR`` of its mean) and
+    ``x`` standardized with them as its ``BatchNorm1d`` (``eps``) does."""
+    mean, var = x.mean(0), x.var(0, unbiased=False)
+    var = var.clamp_min(VAR_FLOOR * var.mean().item())
+    return mean, var, (x - mean) / (var + eps).sqrt()
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
@@ -146,17 +155,15 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     mine = shard_indices(len(indices), ctx.rank, ctx.world_size)
     loader = DataLoader(Subset(dataset, [indices[i] for i in mine]), batch_size=max(1, batch_size),
                         collate_fn=collate_with_failures)
-    feats, labels, kept = _features(model, loader, device, progress)
+    feats, labels, kept = head_inputs(model, loader, device, progress)
     gathered = ctx.all_gather((feats, labels, torch.tensor(mine)[kept]))
     order = torch.cat([pos for _, _, pos in gathered]).argsort()  # the one-process order, whatever the world size
     x, y = torch.cat([f for f, _, _ in gathered])[order], torch.cat([lab for _, lab, _ in gathered])[order]
     if len(y) == 0:
         raise DataError("no training image could be decoded for the linear probe; check the data folder")
     standardizer = feature_standardizer(model)
-    mean, var = x.mean(0), x.var(0, unbiased=False)
     if standardizer is not None:  # the probe fits, and the finder sweeps, the head in the space it trains in
-        var = var.clamp_min(VAR_FLOOR * var.mean().item())
-        x = (x - mean) / (var + standardizer.eps).sqrt()
+        mean, var, x = standardization(x, standardizer.eps)
 
     def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, dict]:
         l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)

@@ -9,7 +9,7 @@ import torch
 from edgeport.runtime.preprocess import load_image
 from edgeport.trainer.data import ImageListDataset, collate_with_failures
 from edgeport.trainer.distributed import Dist
-from edgeport.trainer.head_init import VAR_FLOOR, _features, _folds, choose_l2, fit_logistic, linear_probe
+from edgeport.trainer.head_init import VAR_FLOOR, _folds, choose_l2, fit_logistic, head_inputs, linear_probe
 from edgeport.trainer.lr_find import lr_advice
 from edgeport.trainer.models import arch_contract, build_for_checkpoint, build_pretrained, feature_standardizer, replace_head
 from edgeport.trainer.strategies import train_mode
@@ -112,7 +112,7 @@ def test_standardized_head_takes_the_probe_statistics_and_round_trips_through_a_
     standardizer = feature_standardizer(model)
     assert standardizer is not None and not list(standardizer.parameters())  # nothing for an optimizer to move
     dataset = ImageListDataset(few_photos["train"], transform, blank=torch.zeros(3, 224, 224))
-    raw, _, _ = _features(model, DataLoader(dataset, batch_size=8, collate_fn=collate_with_failures),
+    raw, _, _ = head_inputs(model, DataLoader(dataset, batch_size=8, collate_fn=collate_with_failures),
                           torch.device("cpu"), progress=False)
     assert raw.shape == (24, 1280) and raw.min() >= 0  # the hook reads the features before standardisation
     result = linear_probe(model, dataset, 2, 8, torch.device("cpu"), Dist(), seed=0, progress=False)
