@@ -54,7 +54,9 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--epochs", type=click.IntRange(min=0), default=3,
               help="Epochs after the head-only ones (unfrozen for finetune/gradual). Every strategy trains "
                    "--freeze-epochs + --epochs epochs in total.")
-@click.option("--freeze-epochs", type=click.IntRange(min=0), default=1, help="Epochs first, pretrained body frozen, new head only.")
+@click.option("--freeze-epochs", type=click.IntRange(min=0), default=1,
+              help="Epochs first, pretrained body frozen, new head only. With the default recipe the first of them "
+                   "is the linear probe: the head solved on one pass of the body's features.")
 @click.option("--lr", callback=_parse_lr, default="2e-3", metavar="LR|auto",
               help="Peak LR of the new head (one-cycle per phase), or 'auto' to take the LR finder's valley. "
                    f"Unfrozen, the head peaks at LR/{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g} (the recipe's divisor) "
@@ -68,7 +70,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
                    f"{get_recipe(DEFAULT_RECIPE).unfrozen_lr_div:g}].")
 @click.option("--recipe", type=click.Choice(recipe_names()), default=DEFAULT_RECIPE,
               help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'). "
-                   "default: the head starts from a linear probe, BatchNorm keeps ImageNet statistics; classic: the "
+                   "default: the head-only epoch is a linear probe, BatchNorm keeps ImageNet statistics; classic: the "
                    "earlier recipe (random head, lr/10, geometric body LRs); fastai: fastai's fine_tune settings.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="none",
               help="Class imbalance: weights (class-weighted loss) or sampler (class-balanced batches, one process).")
@@ -80,7 +82,8 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--lr-find", "lr_find_only", is_flag=True,
               help="Only run the LR finder: write OUT/lr_find.png, print the valley and steepest LRs, train nothing.")
 @click.option("--lr-find-iters", type=click.IntRange(min=5), default=100,
-              help="Mini-batches the LR finder sweeps (1e-7 → 10; it stops early when the loss explodes).")
+              help="Mini-batches the LR finder sweeps on images (1e-7 → 10; it stops early when the loss explodes). "
+                   "Recipes with the linear probe sweep its features instead: 100 steps, milliseconds.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16,
               help="Global batch: with N processes each takes batch-size/N (it must divide evenly); the LR applies "
                    "to the global batch, so adding processes changes neither.")

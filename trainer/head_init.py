@@ -2,7 +2,8 @@
 
 Before the first phase, the head is fitted as an L2-regularised multinomial logistic regression on the frozen
 body's features of the training images (eval transform, BatchNorm in eval mode), the regularisation picked by
-k-fold log-loss, like scikit-learn's ``LogisticRegressionCV``. Why: a fresh random ``nn.Linear`` gets few steps on a
+repeated k-fold log-loss, like scikit-learn's ``LogisticRegressionCV``. With the recipe's probe this fit is the
+first head-only epoch (``strategies.plan_phases``), in place of an epoch of SGD on the head. Why: a fresh random ``nn.Linear`` gets few steps on a
 small set (245 photos at batch 32 are 7 per epoch) and at an LR picked for fine-tuning it ends the frozen phase far
 from its optimum; the unfrozen phase then spends its steps, and the body's pretrained features, repairing the head.
 From the probe's optimum every phase starts from the best head the body allows, whatever ``--lr`` and
@@ -30,13 +31,18 @@ from .models import feature_standardizer, head_module_name
 from .steps import to_device
 
 __all__ = ["ProbeResult", "linear_probe", "head_inputs", "standardization", "fit_logistic", "choose_l2", "MAX_IMAGES",
-           "L2_GRID", "FOLDS", "VAR_FLOOR"]
+           "L2_GRID", "FOLDS", "CV_PREDICTIONS", "MAX_REPEATS", "VAR_FLOOR"]
 
 #: Images the probe looks at, at most (a seeded sample beyond that): the fit needs examples, not epochs.
 MAX_IMAGES = 10_000
-#: L2 strengths tried, on the scale of the mean cross-entropy: loss = CE + l2 / 2 · ‖W‖².
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+#: L2 strengths tried (half decades), on the scale of the mean cross-entropy: loss = CE + l2 / 2 · ‖W‖².
+L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 FOLDS = 3
+#: The k-fold split is repeated (new seeded folds each time, like scikit-learn's ``RepeatedStratifiedKFold``) until
+#: about this many held-out predictions score each L2, at most ``MAX_REPEATS`` times: on a few hundred images one
+#: split's choice swings by a decade with the seed (on hymenoptera's 245 photos from 1e-3 to 1e-1 over 10 seeds).
+CV_PREDICTIONS = 1_000
+MAX_REPEATS = 5
 #: Images the L2 search uses at most (a seeded sample); the final fit uses every probe image.
 CV_MAX_IMAGES = 2_000
 #: A standardized head's variances are floored at this share of their mean: a feature that barely varies on the
@@ -51,22 +57,27 @@ class ProbeResult:
     cv_log_loss: float
     cv_accuracy: float
     train_accuracy: float
+    train_loss: float  # mean cross-entropy of the fitted head on the probe's images (the L2 term left out)
+    undecodable: dict[str, str]  # files that failed to decode, on any rank, and why: left out of the fit
     seconds: float
-    lr_find: dict  # the LR finder's valley and steep on the same features (lr_find.lr_find_on_features)
+    lr_find: dict  # the LR finder's sweep on the same features (lr_find.lr_find_on_features; LRFindResult.to_dict)
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, loader: DataLoader, device: torch.device,
-              progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def head_inputs(model: nn.Module, loader: DataLoader, device: torch.device, progress: bool,
+                failures: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the head receives (the input of its standardizer, or of its Linear; via a hook) for every decodable image
-    of ``loader``, on the CPU: features, labels, and a mask of the loader's items that decoded."""
+    of ``loader`` (``collate_with_failures`` batches), on the CPU: features, labels, and a mask of the loader's items
+    that decoded. The files that failed, with the reason, go into ``failures``."""
     head = feature_standardizer(model) or model.get_submodule(head_module_name(model))
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
     feats, labels, decoded = [], [], []
     model.eval()
     try:
-        for x, y, _failures in tqdm(loader, desc="linear probe: features", leave=False, disable=not progress):
+        for x, y, failed in tqdm(loader, desc="linear probe: features", leave=False, disable=not progress):
+            if failures is not None:
+                failures.update(failed)
             x, y = to_device(x, y, device)
             model(x)
             keep = (y >= 0).cpu()  # -1: a file that failed to decode
@@ -123,24 +134,27 @@ def _folds(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
 
 def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
               grid: tuple[float, ...] = L2_GRID) -> tuple[float, float, float]:
-    """The grid's L2 with the lowest k-fold held-out log-loss; returns (l2, its log-loss, its accuracy)."""
+    """The grid's L2 with the lowest held-out log-loss over repeated k-folds; returns (l2, its log-loss, its
+    accuracy)."""
     if len(y) > CV_MAX_IMAGES:  # the search's cost grows with images × classes × grid × folds; the final fit sees all
         pick = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:CV_MAX_IMAGES]
         x, y = x[pick], y[pick]
-    folds = _folds(y, FOLDS, seed)
+    repeats = max(1, min(MAX_REPEATS, math.ceil(CV_PREDICTIONS / len(y))))
+    splits = [_folds(y, FOLDS, seed + 7919 * r) for r in range(repeats)]  # repeat 0: the folds of one k-fold
     best = (math.inf, 0.0, grid[0])
-    warm: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per fold: the previous (stronger) L2's solution
+    warm: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # per fold: the previous (stronger) L2's fit
     for l2 in sorted(grid, reverse=True):
         loss_sum, correct = 0.0, 0
-        for f, held in enumerate(folds):
-            train = torch.ones(len(y), dtype=torch.bool)
-            train[held] = False
-            w, b = warm[f] = fit_logistic(x[train], y[train], num_classes, l2, warm.get(f))
-            logits = x[held] @ w.T + b
-            loss_sum += nn.functional.cross_entropy(logits, y[held], reduction="sum").item()
-            correct += (logits.argmax(1) == y[held]).sum().item()
-        if loss_sum / len(y) < best[0]:
-            best = (loss_sum / len(y), correct / len(y), l2)
+        for r, folds in enumerate(splits):
+            for f, held in enumerate(folds):
+                train = torch.ones(len(y), dtype=torch.bool)
+                train[held] = False
+                w, b = warm[r, f] = fit_logistic(x[train], y[train], num_classes, l2, warm.get((r, f)))
+                logits = x[held] @ w.T + b
+                loss_sum += nn.functional.cross_entropy(logits, y[held], reduction="sum").item()
+                correct += (logits.argmax(1) == y[held]).sum().item()
+        if loss_sum / (repeats * len(y)) < best[0]:
+            best = (loss_sum / (repeats * len(y)), correct / (repeats * len(y)), l2)
     return best[2], best[0], best[1]
 
 
@@ -155,8 +169,11 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     mine = shard_indices(len(indices), ctx.rank, ctx.world_size)
     loader = DataLoader(Subset(dataset, [indices[i] for i in mine]), batch_size=max(1, batch_size),
                         collate_fn=collate_with_failures)
-    feats, labels, kept = head_inputs(model, loader, device, progress)
+    failures: dict[str, str] = {}
+    feats, labels, kept = head_inputs(model, loader, device, progress, failures)
     gathered = ctx.all_gather((feats, labels, torch.tensor(mine)[kept]))
+    for part in ctx.all_gather(failures):
+        failures.update(part)
     order = torch.cat([pos for _, _, pos in gathered]).argsort()  # the one-process order, whatever the world size
     x, y = torch.cat([f for f, _, _ in gathered])[order], torch.cat([lab for _, lab, _ in gathered])[order]
     if len(y) == 0:
@@ -165,14 +182,16 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     if standardizer is not None:  # the probe fits, and the finder sweeps, the head in the space it trains in
         mean, var, x = standardization(x, standardizer.eps)
 
-    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, dict]:
+    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, float, dict]:
         l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)
         w, b = fit_logistic(x, y, num_classes, l2)
-        train_acc = ((x @ w.T + b).argmax(1) == y).float().mean().item()
+        logits = x @ w.T + b
+        train_acc = (logits.argmax(1) == y).float().mean().item()
+        train_loss = nn.functional.cross_entropy(logits, y).item()
         found = lr_find_on_features(x, y, num_classes, batch_size * ctx.world_size, seed)
-        return w, b, l2, cv_loss, cv_acc, train_acc, {"valley": found.valley, "steep": found.steep}
+        return w, b, l2, cv_loss, cv_acc, train_acc, train_loss, found.to_dict()
 
-    w, b, l2, cv_loss, cv_acc, train_acc, found = ctx.broadcast(fit() if ctx.is_main else None)
+    w, b, l2, cv_loss, cv_acc, train_acc, train_loss, found = ctx.broadcast(fit() if ctx.is_main else None)
     head = model.get_submodule(head_module_name(model))
     with torch.no_grad():
         if standardizer is not None:  # the same statistics on every rank: each computed them from the gathered x
@@ -181,4 +200,5 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
         head.weight.copy_(w.to(head.weight.device, head.weight.dtype))
         head.bias.copy_(b.to(head.bias.device, head.bias.dtype))
     return ProbeResult(images=len(y), l2=l2, cv_log_loss=round(cv_loss, 4), cv_accuracy=round(cv_acc, 4),
-                       train_accuracy=round(train_acc, 4), seconds=round(time.perf_counter() - start, 2), lr_find=found)
+                       train_accuracy=round(train_acc, 4), train_loss=train_loss, undecodable=failures,
+                       seconds=round(time.perf_counter() - start, 2), lr_find=found)

@@ -7,7 +7,7 @@ head; ``layer_groups`` merges those blocks into a few contiguous groups for disc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeport.runtime.errors import UsageError
 from torch import nn
@@ -46,6 +46,7 @@ class Phase:
     train_bn: bool = False  # frozen BatchNorm layers trainable and in train mode (fastai's train_bn)
     flat_body: bool = False  # every trainable body group at head_lr / lr_mult instead of a geometric spread
     bn_stats: bool = True  # trainable BatchNorm updates its running statistics (False: ImageNet's stay, weights train)
+    probe: bool = False  # one head-only epoch that fits the head in closed form (head_init.linear_probe), no SGD
 
 
 def _owns(prefix: str, name: str) -> bool:
@@ -109,7 +110,9 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
                 lr_mult: float | None = None, unfreeze: int | None, recipe: Recipe = CLASSIC) -> list[Phase]:
     """The phases a strategy runs; every strategy trains ``freeze_epochs + epochs`` epochs in total.
 
-    LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given.
+    LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given. With
+    the recipe's linear probe, the first head-only epoch is the probe's fit (a ``probe`` phase of one epoch): the
+    same pass over the training images, the head solved instead of stepped.
     """
     div = recipe.unfrozen_lr_div if unfrozen_lr_div is None else unfrozen_lr_div
     mult = recipe.lr_mult if lr_mult is None else lr_mult
@@ -127,7 +130,12 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
         phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0, recipe.single)]
     else:
         raise UsageError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    return [p for p in phases if p.epochs > 0]
+    phases = [p for p in phases if p.epochs > 0]
+    if recipe.head_init == "linear_probe" and phases and phases[0].trainable_blocks == 0:
+        first = phases.pop(0)
+        rest = [replace(first, epochs=first.epochs - 1)] if first.epochs > 1 else []
+        phases = [Phase("probe", 1, 0, first.head_lr, 1.0, probe=True), *rest, *phases]
+    return phases
 
 
 def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> list[dict]:

@@ -45,8 +45,8 @@ from .devices import (
     use_grad_scaler,
 )
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
-from .head_init import FOLDS, linear_probe
-from .lr_find import lr_advice, lr_find, plot_lr_find
+from .head_init import FOLDS, ProbeResult, linear_probe
+from .lr_find import LRFindResult, lr_advice, lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
 from .recipe import DEFAULT_RECIPE, get_recipe
 from .scan import SCAN_MODES
@@ -225,14 +225,43 @@ def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out
     return result
 
 
-def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress: bool = True):
-    """``edge-train --lr-find``: sweep the LR on the frozen model, write ``lr_find.png``, train nothing."""
+def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, per_rank: int, device: torch.device,
+              ctx: Dist, config: TrainConfig, progress: bool, say: Callable[[str], None],
+              failures: dict[str, str] | None = None) -> ProbeResult:
+    """The linear probe (head_init.py) and its line; the 10× advice when ``--lr`` is a number. The training files
+    it could not decode go into ``failures`` (a loader's, so the data report lists them)."""
+    probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx,
+                         config.seed, progress)
+    if failures is not None:
+        failures.update(probe.undecodable)
+    say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
+        f"(L2 {probe.l2:g} by repeated {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
+    advice = None if config.lr == "auto" else lr_advice(float(config.lr), probe.lr_find)
+    if advice:
+        say(advice)
+    return probe
+
+
+def _plot_sweep(found: dict, out_dir: Path, say: Callable[[str], None]) -> LRFindResult:
+    result = LRFindResult(found["lrs"], found["losses"], found["valley"], found["steep"])
+    plot_lr_find(result, out_dir / "lr_find.png")
+    say(f"lr_find: valley {result.valley:.2e}  steep {result.steep:.2e}  → {out_dir / 'lr_find.png'}")
+    return result
+
+
+def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress: bool = True) -> LRFindResult:
+    """``edge-train --lr-find``: sweep the LR on the frozen model, write ``lr_find.png``, train nothing. With the
+    recipe's linear probe the sweep is the probe's, on the training images' features, as ``--lr auto`` takes it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--lr-find runs in one process; start it without torchrun / --nproc-per-node")
     device = resolve_device(config.device)
-    _, _, model, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
+    split, contract, model, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
+    if get_recipe(config.recipe).head_init == "linear_probe":
+        probe = _fit_head(model, split, contract, config.batch_size, device, Dist(), replace(config, lr="auto"),
+                          progress, tqdm.write)
+        return _plot_sweep(probe.lr_find, out_dir, tqdm.write)
     return _run_lr_find(model, train_loader, device, out_dir, config, progress)
 
 
@@ -353,7 +382,16 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
         raise UsageError(f"--resume {out_dir}: the run used {state.get('world_size', 1)} process(es), this one "
                          f"{ctx.world_size}; resume with the same number")
     found = None
-    if config.lr == "auto":
+    recipe = get_recipe(config.recipe)
+    probe: ProbeResult | None = None
+    if config.lr == "auto" and state is None and recipe.head_init == "linear_probe":
+        probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
+                              train_loader.failures)
+        found = probe.lr_find  # the sweep of the head the run trains, on the probe's features: milliseconds
+        if ctx.is_main:
+            _plot_sweep(found, out_dir, say)
+        config = replace(config, lr=found["valley"])
+    elif config.lr == "auto":
         found = _on_main(ctx, lambda: _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict())
         config = replace(config, lr=found["valley"])
 
@@ -378,65 +416,76 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                                "skipped": split.skipped, "lr_find": found}
     scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
     batch_augment = train_transforms(contract, config.aug, device)[1]  # the GPU half of --aug, or None
-    recipe = get_recipe(config.recipe)
     weight = class_weights([label for _, label in split.train], len(split.classes)) if config.balance == "weights" else None
     criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
                                     label_smoothing=recipe.label_smoothing)
     metrics["recipe"] = asdict(recipe)
-    if recipe.head_init == "linear_probe":
-        if state is None:
-            probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx,
-                                 config.seed, progress)
+    phases = config.phases()
+    if state is not None:
+        metrics["linear_probe"] = state.get("linear_probe")
+    elif recipe.head_init == "linear_probe":
+        if probe is None and not any(p.probe for p in phases):  # full, or --freeze-epochs 0: the probe starts the head
+            probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
+                              train_loader.failures)
+        if probe is not None:
             metrics["linear_probe"] = asdict(probe)
-            say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
-                f"(L2 {probe.l2:g} by {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
-            advice = None if found is not None else lr_advice(float(config.lr), probe.lr_find)  # not after --lr auto
-            if advice:
-                say(advice)
-        else:
-            metrics["linear_probe"] = state.get("linear_probe")
     # recipe.ema_horizon: the weights every epoch evaluates and best.pt holds are an average of the trained ones
     average = make_average(model, recipe.ema_horizon, len(train_loader)) if recipe.ema_horizon > 0 else None
     if average is not None and state is not None and state.get("average") is not None:
         average.load_state_dict(state["average"])
-    scored = model if average is None else average.module
+
+    def scored() -> nn.Module:
+        """What an epoch evaluates and best.pt holds: the average once it has taken a step, else the model."""
+        return model if average is None or int(average.n_averaged) == 0 else average.module
+
     say(reports.table_header())
     epoch = 0
-    for phase in config.phases():
+    for phase in phases:
         phase_start, epoch = epoch, epoch + phase.epochs
         if epoch <= done:
             continue  # finished before the resume
-        groups = set_trainable(model, phase)
-        # DDP registers the parameters that need gradients when it wraps the model: once per phase.
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if ctx.active else model
-        optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
-            pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)),
-            div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
-        )
-        if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+        optimizer: torch.optim.Optimizer | None = None
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if not phase.probe:
+            groups = set_trainable(model, phase)
+            # DDP registers the parameters that need gradients when it wraps the model: once per phase.
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+                if ctx.active else model
+            optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
+                pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)),
+                div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
+            )
+            if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
         for current in range(max(done, phase_start) + 1, epoch + 1):
             start = time.perf_counter()
-            train_loader.sampler.set_epoch(current)  # a new shuffle each epoch, the same on every rank
-            if ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
-                seed_everything(config.seed + 1000 * ctx.rank + current)
-            train_mode(model, phase.bn_stats)
-            loss_sum, seen = 0.0, 0
-            bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
-            for x, y in bar:
-                loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment, criterion) * len(y)
-                seen += len(y)
-                scheduler.step()
-                if average is not None:
-                    average.update_parameters(model)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            train_seconds = time.perf_counter() - start
-            loss_sum, seen = ctx.sum(loss_sum, seen)
-            evaluation, decoded = _gather_evaluation(ctx, evaluate(scored, val_loader, device))
+            if phase.probe:  # the head solved on one pass of the frozen body's features: the same on every rank
+                if probe is None:  # (already fitted for --lr auto)
+                    probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
+                                      train_loader.failures)
+                    metrics["linear_probe"] = asdict(probe)
+                loss_sum, seen = probe.train_loss * probe.images, probe.images
+                train_seconds = probe.seconds
+            else:
+                train_loader.sampler.set_epoch(current)  # a new shuffle each epoch, the same on every rank
+                if ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
+                    seed_everything(config.seed + 1000 * ctx.rank + current)
+                train_mode(model, phase.bn_stats)
+                loss_sum, seen = 0.0, 0
+                bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
+                for x, y in bar:
+                    loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment, criterion) * len(y)
+                    seen += len(y)
+                    scheduler.step()
+                    if average is not None:
+                        average.update_parameters(model)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+                train_seconds = time.perf_counter() - start
+                loss_sum, seen = ctx.sum(loss_sum, seen)
+            evaluation, decoded = _gather_evaluation(ctx, evaluate(scored(), val_loader, device))
             if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
                 metrics["skipped"] = split.skipped
             accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
@@ -444,7 +493,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                    "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                    "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
             if config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
-                row["val_accuracy_tta"] = _gathered_tta(ctx, scored, val_loader, device)
+                row["val_accuracy_tta"] = _gathered_tta(ctx, scored(), val_loader, device)
             history.append(row)
             throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
                                "images_per_second": seen / train_seconds})
@@ -456,11 +505,11 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             if ctx.is_main:  # only rank 0 writes; the other ranks hold the same numbers
                 val_files = [str(p) for p in _decoded_files(split, best_eval.get("decoded"))]
                 if improved:
-                    save_checkpoint(best_path, arch=config.arch, state_dict=scored.state_dict(), contract=contract,
+                    save_checkpoint(best_path, arch=config.arch, state_dict=scored().state_dict(), contract=contract,
                                     epoch=current, metrics=best, val_files=val_files, head=recipe.head)
                 save_run_state(last_path, {
                     "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "optimizer": optimizer and optimizer.state_dict(), "scheduler": scheduler and scheduler.state_dict(),
                     "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
                     "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
                     "linear_probe": metrics.get("linear_probe"),

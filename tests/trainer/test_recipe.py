@@ -27,8 +27,8 @@ LR = 1e-3
 # The documented values (docs/training.md, "Recipe, measured"), written out by hand: peak LR per layer group and
 # phase for --lr 1e-3 --strategy finetune, and each phase's (pct_start, div).
 EXPECTED = {
-    "default": {  # the body flat at the head's LR / 100, as fastai's body/head split
-        "frozen": ({"head": 1e-3}, (0.2, 10.0)),
+    "default": {  # the head-only epoch is the linear probe's fit (no optimizer); the body flat at the head's LR / 100
+        "probe": None,
         "unfrozen": ({"body0": 5e-6, "body1": 5e-6, "body2": 5e-6, "head": 5e-4}, (0.2, 10.0)),
     },
     "classic": {
@@ -61,7 +61,8 @@ def test_recipe_table_gives_the_documented_lr_per_group_and_phase(recipe):
     phases = TrainConfig(recipe=recipe, lr=LR, freeze_epochs=1, epochs=2).phases()
     assert [p.name for p in phases] == list(EXPECTED[recipe])
     assert RECIPES[recipe].head_init == HEAD_INIT[recipe]
-    for phase in phases:
+    assert [p.probe for p in phases] == [name == "probe" for name in EXPECTED[recipe]]
+    for phase in (p for p in phases if not p.probe):
         lrs, (pct_start, div) = EXPECTED[recipe][phase.name]
         groups = set_trainable(_mobilenet(), phase)
         assert {g["name"]: g["lr"] for g in groups} == pytest.approx(lrs, rel=1e-9)
@@ -96,9 +97,10 @@ def test_batchnorm_train_or_eval_per_strategy_and_phase(strategy, recipe, frozen
     assert all(p.requires_grad == frozen_bn_trains for n, p in model.named_parameters() if n.startswith("features.0.1."))
     convs = [p.requires_grad for n, p in model.named_parameters() if n.startswith("features.0.0.")]
     assert convs == [strategy == "full"]  # only full trains the stem's conv from the start
-    if len(phases) > 1:
-        set_trainable(model, phases[1])
-        train_mode(model, phases[1].bn_stats)
+    later = [p for p in phases[1:] if p.trainable_blocks != 0]  # the phase that trains the body, after the head's
+    if later:
+        set_trainable(model, later[0])
+        train_mode(model, later[0].bn_stats)
         bns = _bn_training(model)
         assert bns["features.18.1"] == bn_stats and bns["features.0.1"] == (strategy == "finetune" and bn_stats)
         assert model.get_parameter("features.18.1.weight").requires_grad  # the weights train either way
@@ -216,13 +218,17 @@ def test_one_cycle_survives_a_one_step_warm_up():
 
 
 def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(finetuned_run):
-    """The session's real fine-tune (default recipe, 1 frozen + 1 unfrozen epoch on hymenoptera): the probe, the
-    standardized head, ImageNet's BatchNorm statistics, and the weight average it scores and saves."""
+    """The session's real fine-tune (default recipe, 1 frozen + 1 unfrozen epoch on hymenoptera): the probe as its
+    head-only epoch, the standardized head, ImageNet's BatchNorm statistics, and the weight average it scores and
+    saves."""
     from edgeport.trainer.checkpoint import load_run_state
 
     metrics = json.loads(finetuned_run.metrics_path.read_text())
     assert metrics["recipe"]["head_init"] == "linear_probe" and metrics["linear_probe"]["images"] == 245
     assert metrics["linear_probe"]["cv_accuracy"] >= 0.9  # 245 real photos, 3-fold, two classes
+    probe_epoch = metrics["history"][0]
+    assert probe_epoch["phase"] == "probe" and probe_epoch["val_accuracy"] >= 0.9  # the probe's head, scored on val
+    assert probe_epoch["train_loss"] == pytest.approx(metrics["linear_probe"]["train_loss"])
     state = load_run_state(finetuned_run.best_path.parent)
     final = state["model"]
     imagenet = build_pretrained("mobilenet_v2").state_dict()
@@ -235,15 +241,15 @@ def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(fi
     best = torch.load(finetuned_run.best_path, weights_only=True)
     assert best["head"] == "standardized"
     # recipe ema_horizon: the run scores and saves the weight average, whose state --resume carries on
-    assert int(state["average"]["n_averaged"]) == 2 * (245 // 16)  # every step of 2 epochs (drop_last batches of 16)
+    assert int(state["average"]["n_averaged"]) == 245 // 16  # every step of the unfrozen epoch (drop_last batches of 16)
     averaged = {k.removeprefix("module."): v for k, v in state["average"].items() if k.startswith("module.")}
     assert averaged.keys() == final.keys()
     assert not torch.equal(averaged["features.18.0.weight"], final["features.18.0.weight"])  # an average, not a copy
     # best.pt holds the weights the epoch scored (test_train_parity: the export of best.pt scores its val accuracy)
     if best["epoch"] == 2:
         torch.testing.assert_close(best["state_dict"]["features.18.0.weight"], averaged["features.18.0.weight"])
-    else:
-        assert not torch.equal(best["state_dict"]["features.18.0.weight"], final["features.18.0.weight"])
+    else:  # the probe's epoch: ImageNet's body under the probe's head
+        assert torch.equal(best["state_dict"]["features.18.0.weight"], imagenet["features.18.0.weight"])
     torch.testing.assert_close(best["state_dict"]["classifier.1.0.running_var"], final["classifier.1.0.running_var"])
     assert not torch.equal(final["features.18.0.weight"], imagenet["features.18.0.weight"])  # the body did train
     assert not torch.equal(final["features.18.1.weight"], imagenet["features.18.1.weight"])  # BatchNorm weights too

@@ -18,7 +18,7 @@ def test_checkpoint_is_plain_data_with_contract_and_labels(finetuned_run):
     assert len(raw["val_files"]) == 153
     metrics = json.loads(finetuned_run.metrics_path.read_text())
     assert metrics["best"]["val_accuracy"] == raw["metrics"]["val_accuracy"]
-    assert [row["phase"] for row in metrics["history"]] == ["frozen", "unfrozen"]
+    assert [row["phase"] for row in metrics["history"]] == ["probe", "unfrozen"]
 
 
 def test_brief_fine_tune_learns_from_real_weights(finetuned_run):

@@ -22,6 +22,7 @@ from edgeport.trainer.cli import main as train_main
 from edgeport.trainer.devices import default_workers, resolve_device, use_amp, use_channels_last
 from edgeport.trainer.lr_find import lr_find, suggest_steep, suggest_valley
 from edgeport.trainer.models import ARCHS, replace_head
+from edgeport.trainer.recipe import DEFAULT
 from edgeport.trainer.strategies import (
     discriminative_lrs,
     layer_blocks,
@@ -75,6 +76,17 @@ def test_strategies_plan_phases_and_trainable_blocks():
     assert [(p.name, p.epochs) for p in plan_phases("finetune", **common)] == [("frozen", 1), ("unfrozen", 2)]
     assert [(p.name, p.epochs, p.head_lr, p.lr_mult) for p in plan_phases("full", **common)] == [("full", 3, 1e-2, 1.0)]
     gradual = plan_phases("gradual", **{**common, "unfreeze": 2})[1]
+    # the default recipe's linear probe is the first head-only epoch; where no head-only epoch exists it only starts
+    # the head (training.py), so the plan keeps every epoch either way
+    probing = {**common, "recipe": DEFAULT}
+    assert [(p.name, p.epochs, p.trainable_blocks, p.probe) for p in plan_phases("head", **probing)] == [
+        ("probe", 1, 0, True), ("frozen", 2, 0, False)]
+    assert [(p.name, p.epochs, p.probe) for p in plan_phases("finetune", **probing)] == [
+        ("probe", 1, True), ("unfrozen", 2, False)]
+    assert [(p.name, p.epochs) for p in plan_phases("gradual", **{**probing, "freeze_epochs": 3})] == [
+        ("probe", 1), ("frozen", 2), ("gradual", 2)]
+    assert [p.name for p in plan_phases("finetune", **{**probing, "freeze_epochs": 0})] == ["unfrozen"]
+    assert [p.name for p in plan_phases("full", **probing)] == ["full"]
 
     model = tvm.get_model("mobilenet_v2", weights=None)
     replace_head(model, 2)
@@ -129,12 +141,14 @@ def test_lr_find_restores_weights_and_suggests_within_the_sweep(tiny_data, tmp_p
     assert result.lrs[0] <= result.valley <= result.lrs[-1] and result.lrs[0] <= result.steep <= result.lrs[-1]
 
 
-def test_cli_lr_find_writes_plot_and_prints_suggestions(tiny_data, tmp_path):
+@pytest.mark.parametrize("recipe", ["default", "classic"])  # the probe's sweep on features; batches of images
+def test_cli_lr_find_writes_plot_and_prints_suggestions(tiny_data, tmp_path, recipe):
     out = tmp_path / "find"
     result = CliRunner().invoke(train_main, [str(tiny_data), "--lr-find", "--lr-find-iters", "10", "--batch-size", "8",
-                                             "--device", "cpu", "--out", str(out)])
+                                             "--device", "cpu", "--out", str(out), "--recipe", recipe])
     assert result.exit_code == 0, result.output
     assert "suggested LR: valley" in result.output and "steep" in result.output
+    assert ("linear probe: head fitted" in result.output) == (recipe == "default")
     assert Image.open(out / "lr_find.png").size[0] > 300
     assert not (out / "best.pt").exists()  # the finder trains nothing
 
@@ -143,13 +157,15 @@ def test_cli_lr_find_writes_plot_and_prints_suggestions(tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_run_on_cpu_with_lr_auto(tiny_data, tmp_path):
-    config = TrainConfig(**TINY, lr="auto", lr_find_iters=8)
+    config = TrainConfig(**{**TINY, "epochs": 1}, lr="auto", lr_find_iters=8)
     runs = [fit(tiny_data, tmp_path / f"run{i}", config, progress=False) for i in range(2)]
     strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in runs]
-    assert strip[0] == strip[1]
+    assert strip[0] == strip[1] and [row["phase"] for row in strip[0]] == ["probe", "unfrozen"]
     assert runs[0].lr_find["valley"] == runs[1].lr_find["valley"]
-    saved = json.loads(runs[0].metrics_path.read_text())["config"]
-    assert saved["lr"] == runs[0].lr_find["valley"]  # trained with the suggestion
+    metrics = json.loads(runs[0].metrics_path.read_text())
+    assert metrics["config"]["lr"] == runs[0].lr_find["valley"]  # trained with the suggestion
+    # the default recipe's suggestion is the probe's sweep of its own head on the features: one finder, not two
+    assert metrics["lr_find"] == metrics["linear_probe"]["lr_find"] and len(metrics["lr_find"]["lrs"]) > 50
     assert (tmp_path / "run0" / "lr_find.png").is_file()
     a, b = (load_checkpoint(r.best_path)["state_dict"] for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -205,7 +221,7 @@ def test_killed_training_subprocess_resumes_and_finishes(tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert f"resuming {out} after epoch {killed_at['epoch']}" in result.output
     history = json.loads((out / "metrics.json").read_text())["history"]
-    assert [(h["epoch"], h["phase"]) for h in history] == [(1, "frozen"), (2, "unfrozen"), (3, "unfrozen")]
+    assert [(h["epoch"], h["phase"]) for h in history] == [(1, "probe"), (2, "unfrozen"), (3, "unfrozen")]
     assert history[0] == killed_at["history"][0]  # the epochs before the kill are kept, not re-run
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 3
     assert load_checkpoint(out / "best.pt")["arch"] == "mobilenet_v2"
