@@ -1,11 +1,12 @@
 """The new head's starting point: a linear probe (LP-FT, Kumar et al., ICLR 2022).
 
-Before the first phase, the head is fitted as an L2-regularised multinomial logistic regression on the frozen
-body's features of the training images (eval transform, BatchNorm in eval mode), the regularisation picked by
-repeated k-fold log-loss, like scikit-learn's ``LogisticRegressionCV``. With the recipe's probe this fit is the
-first head-only epoch (``strategies.plan_phases``), in place of an epoch of SGD on the head. Why: a fresh random ``nn.Linear`` gets few steps on a
-small set (245 photos at batch 32 are 7 per epoch) and at an LR picked for fine-tuning it ends the frozen phase far
-from its optimum; the unfrozen phase then spends its steps, and the body's pretrained features, repairing the head.
+The head is fitted as an L2-regularised multinomial logistic regression on the frozen body's features of the
+training images (eval transform, BatchNorm in eval mode), the regularisation picked by repeated k-fold log-loss,
+like scikit-learn's ``LogisticRegressionCV``. This fit is the recipe's first head-only epoch, in place of an epoch of
+SGD on the head (``strategies.plan_phases``); without a head-only epoch it starts the head. Why: a fresh random
+``nn.Linear`` gets few steps on a small set (245 photos at batch 32 are 7 per epoch) and at an LR picked for
+fine-tuning it ends the frozen phase far from its optimum; the unfrozen phase then spends its steps, and the body's
+pretrained features, repairing the head.
 From the probe's optimum every phase starts from the best head the body allows, whatever ``--lr`` and
 ``--batch-size`` the user picked. Cost: one forward pass over the training images (at most ``MAX_IMAGES``).
 With a "standardized" head (``models.replace_head``) the probe first sets its fixed per-feature mean and variance
