@@ -110,12 +110,18 @@ def spread(values: list[float]) -> dict[str, Any]:
     return {"mean": fmean(values), "sd": stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
+def _value(record: dict[str, Any], key: str) -> float:
+    """Accuracies to 1e-6: fastai reports float32 ratios, edge-train float64 ones, so the same 147/153 photos would
+    otherwise differ by 2e-10 and a tie count as a loss (one photo here is 6.5e-3)."""
+    return round(record[key], 6) if key in ("best", "last") else record[key]
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (LR, batch) cell: per side, mean and sample SD over its seeds of best, last and seconds."""
     cells: dict[tuple[float, int], dict[str, list[dict]]] = {}
     for r in records:
         cells.setdefault((r["lr"], r["batch"]), {}).setdefault(r["side"], []).append(r)
-    return [{"lr": lr, "batch": batch, **{side: {key: spread([r[key] for r in runs])
+    return [{"lr": lr, "batch": batch, **{side: {key: spread([_value(r, key) for r in runs])
                                                  for key in ("best", "last", "fit_seconds", "process_seconds")}
                                           for side, runs in sides.items()}} for (lr, batch), sides in sorted(cells.items())]
 

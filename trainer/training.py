@@ -236,10 +236,18 @@ def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, 
         failures.update(probe.undecodable)
     say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
         f"(L2 {probe.l2:g} by repeated {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
-    advice = None if config.lr == "auto" else lr_advice(float(config.lr), probe.lr_find)
+    advice = _lr_advice(config, probe.lr_find)
     if advice:
         say(advice)
     return probe
+
+
+def _lr_advice(config: TrainConfig, found: dict) -> str | None:
+    """The 10× line (``lr_find.lr_advice``) where ``--lr`` is the new head's LR: not after ``--lr auto``, and not for
+    ``full``, whose ``--lr`` drives the whole pretrained network from the first step (far below a head's valley)."""
+    if config.lr == "auto" or config.strategy == "full":
+        return None
+    return lr_advice(float(config.lr), found)
 
 
 def _plot_sweep(found: dict, out_dir: Path, say: Callable[[str], None]) -> LRFindResult:

@@ -13,6 +13,7 @@ from edgeport.trainer.head_init import VAR_FLOOR, _folds, choose_l2, fit_logisti
 from edgeport.trainer.lr_find import lr_advice
 from edgeport.trainer.models import arch_contract, build_for_checkpoint, build_pretrained, feature_standardizer, replace_head
 from edgeport.trainer.strategies import train_mode
+from edgeport.trainer.training import TrainConfig, _lr_advice
 from edgeport.trainer.transforms import eval_transform
 from torch import nn
 from torch.utils.data import DataLoader
@@ -105,6 +106,7 @@ def test_linear_probe_on_real_photos_beats_the_random_head_and_skips_a_broken_fi
     result = linear_probe(model, dataset, 2, 8, torch.device("cpu"), Dist(), seed=0, progress=False)
     after = _accuracy(model, few_photos["val"], transform)
     assert result.images == 24  # the truncated file is left out, not a blank image labelled "ants"
+    assert list(result.undecodable) == [str(few_photos["train"][-1][0])]  # and named, for the data report
     assert result.train_accuracy == 1.0 and result.cv_accuracy >= 0.75
     assert after >= 0.85 and after > before + 0.2, (before, after)  # 40 unseen photos
     assert 1e-5 < result.lr_find["valley"] < 1.0  # the finder on the same features found a falling stretch
@@ -116,6 +118,10 @@ def test_lr_advice_warns_far_from_the_finder_and_stays_quiet_near_it():
     high, low = lr_advice(0.1, found), lr_advice(1e-5, found)
     assert "50× above" in high and "2.0e-03" in high and "--lr 0.1" in high
     assert "200× below" in low and "--lr auto" in low
+    found = {"valley": 5e-3, "steep": 3e-3}  # a head's valley; full's --lr moves the whole body, so no line for it
+    assert "below" in _lr_advice(TrainConfig(lr=1e-4), found)
+    assert _lr_advice(TrainConfig(strategy="full", lr=1e-4), found) is None
+    assert _lr_advice(TrainConfig(lr="auto"), found) is None
 
 
 def test_standardized_head_takes_the_probe_statistics_and_round_trips_through_a_checkpoint(few_photos):
