@@ -20,7 +20,7 @@ import math
 import random
 import time
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 
 from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_run_state
@@ -57,6 +57,23 @@ def body_change(run: Path) -> list[float]:
     changes = [c.relative_change for c in weight_changes(final) if c.relative_change is not None]
     thirds = [changes[round(i * len(changes) / 3):round((i + 1) * len(changes) / 3)] for i in range(3)]
     return [fmean(t) for t in thirds]
+
+
+def seed_means(rows: list[dict]) -> list[str]:
+    """One line per fraction, recipe and strategy: best and last, mean ± sample SD over the seeds (train photos: the
+    first seed's count, which the seeded draw keeps the same for every seed)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["fraction"], r["recipe"], r["strategy"]), []).append(r)
+
+    def stat(values: list[float]) -> str:
+        return f"{100 * fmean(values):.2f} ± {100 * stdev(values):.2f}" if len(values) > 1 else f"{100 * values[0]:.2f}"
+
+    lines = ["| train photos | recipe | strategy | seeds | best % | last % |", "|---|---|---|---:|---:|---:|"]
+    for (fraction, recipe, strategy), runs in groups.items():
+        lines.append(f"| {runs[0]['train_images']} ({fraction:.0%}) | {recipe} | {strategy} | {len(runs)} | "
+                     f"{stat([r['best'] for r in runs])} | {stat([r['last'] for r in runs])} |")
+    return lines
 
 
 def main() -> None:
@@ -100,12 +117,14 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps({k: row[k] for k in ("fraction", "recipe", "strategy", "seed", "best", "last")}),
                           flush=True)
-    lines = ["| train photos | recipe | strategy | LR | best % | last % | wall s | body Δw early / mid / late % |",
-             "|---|---|---|---|---:|---:|---:|---|"]
+    lines = ["| train photos | recipe | strategy | LR | seed | best % | last % | wall s | body Δw early / mid / late % |",
+             "|---|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['train_images']} ({r['fraction']:.0%}) | {r['recipe']} | {r['strategy']} | {r['lr']:g} | "
-                     f"{100 * r['best']:.2f} | {100 * r['last']:.2f} | {r['wall_s']:.0f} | "
+                     f"{r['seed']} | {100 * r['best']:.2f} | {100 * r['last']:.2f} | {r['wall_s']:.0f} | "
                      + " / ".join(f"{100 * c:.2f}" for c in r["body_change"]) + " |")
+    if len(args.seeds.split(",")) > 1:
+        lines += ["", *seed_means(rows)]
     text = "\n".join(lines)
     (args.out / "results.md").write_text(text + "\n")
     print("\n" + text)
