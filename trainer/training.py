@@ -394,7 +394,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     probe: ProbeResult | None = None
     if config.lr == "auto" and state is None and recipe.head_init == "linear_probe":
         probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
-                              train_loader.failures)
+                          train_loader.failures)
         found = probe.lr_find  # the sweep of the head the run trains, on the probe's features: milliseconds
         if ctx.is_main:
             _plot_sweep(found, out_dir, say)
