@@ -43,7 +43,8 @@ class Recipe:
     train_bn_frozen: bool  # frozen phase: BatchNorm weights trainable and in train mode (fastai's train_bn)
     label_smoothing: float  # cross-entropy label smoothing, every phase
     weight_decay: float  # AdamW's decoupled weight decay, every parameter
-    head_init: str = "random"  # "linear_probe": the head starts fitted to the body's features (head_init.py)
+    head_init: str = "random"  # "linear_probe": the first head-only epoch fits the head to the body's features in
+    # closed form (head_init.py; strategies.plan_phases); without a head-only epoch the probe starts the head
     bn_stats: bool = True  # finetune/gradual: trainable BatchNorm updates its running statistics (full always does)
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
     ema_horizon: float = 0.0  # > 0: evaluate and save an EMA of the weights over this many epochs (averaging.py)
@@ -69,7 +70,7 @@ CLASSIC = Recipe(
     weight_decay=0.01,
 )
 
-#: The default since issue #14: ``classic`` with the head started from a linear probe on standardized features, the
+#: The default since issue #14: ``classic`` with the head-only epoch a linear probe on standardized features, the
 #: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in
 #: finetune/gradual, and the weights averaged over half an epoch: each measured better (docs/training.md, "Recipe,
 #: measured"); fastai's schedules, train_bn and label smoothing stay off.
