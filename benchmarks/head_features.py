@@ -5,8 +5,9 @@ on raw against standardized features of the frozen ImageNet body, across the LR 
 
 Features: what the head receives for each hymenoptera photo (eval transform: Resize 256 → CenterCrop 224), computed
 once. Per feature layout (raw; standardized with the training photos' mean and variance, as ``head_init`` sets them):
-the probe's val accuracy (L2 by repeated 3-fold log-loss, as edge-train picks it), then, from that probe, one epoch of AdamW
-(weight decay 0.01) with the recipe's one-cycle shape at each LR and batch, as the frozen phase runs it, but on the
+the probe's val accuracy (L2 by repeated 3-fold log-loss, as edge-train picks it), then, from that probe, one epoch of
+AdamW (weight decay 0.01) with the recipe's one-cycle shape at each LR and batch, as a head-only epoch after the probe
+runs it (``--freeze-epochs 2`` or more; until issue #14's fourth installment, every run's frozen epoch), but on the
 fixed features (no augmentation): val accuracy after it, mean over the seeds' shuffles. A head whose accuracy falls
 after an epoch at an LR a user picks is thrown off its optimum by the optimizer, not by the data.
 """

@@ -220,25 +220,16 @@ def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out
     shuffle_state = loader.generator.get_state()
     result = lr_find(model, loader, device, num_it=config.lr_find_iters, progress=progress)
     loader.generator.set_state(shuffle_state)  # training then sees the batches it would have seen without it
-    plot_lr_find(result, out_dir / "lr_find.png")
-    tqdm.write(f"lr_find: valley {result.valley:.2e}  steep {result.steep:.2e}  → {out_dir / 'lr_find.png'}")
-    return result
+    return _report_sweep(result, out_dir)
 
 
 def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, per_rank: int, device: torch.device,
-              ctx: Dist, config: TrainConfig, progress: bool, say: Callable[[str], None],
-              failures: dict[str, str] | None = None) -> ProbeResult:
-    """The linear probe (head_init.py) and its line; the 10× advice when ``--lr`` is a number. The training files
-    it could not decode go into ``failures`` (a loader's, so the data report lists them)."""
-    probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx,
-                         config.seed, progress)
-    if failures is not None:
-        failures.update(probe.undecodable)
+              ctx: Dist, seed: int, progress: bool, say: Callable[[str], None]) -> ProbeResult:
+    """The linear probe (head_init.py) on the training images, and its line."""
+    probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx, seed,
+                         progress)
     say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
         f"(L2 {probe.l2:g} by repeated {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
-    advice = _lr_advice(config, probe.lr_find)
-    if advice:
-        say(advice)
     return probe
 
 
@@ -250,10 +241,10 @@ def _lr_advice(config: TrainConfig, found: dict) -> str | None:
     return lr_advice(float(config.lr), found)
 
 
-def _plot_sweep(found: dict, out_dir: Path, say: Callable[[str], None]) -> LRFindResult:
-    result = LRFindResult(found["lrs"], found["losses"], found["valley"], found["steep"])
+def _report_sweep(result: LRFindResult, out_dir: Path) -> LRFindResult:
+    """``lr_find.png`` and the suggestions' line, for either finder."""
     plot_lr_find(result, out_dir / "lr_find.png")
-    say(f"lr_find: valley {result.valley:.2e}  steep {result.steep:.2e}  → {out_dir / 'lr_find.png'}")
+    tqdm.write(f"lr_find: valley {result.valley:.2e}  steep {result.steep:.2e}  → {out_dir / 'lr_find.png'}")
     return result
 
 
@@ -267,9 +258,8 @@ def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, prog
     device = resolve_device(config.device)
     split, contract, model, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
     if get_recipe(config.recipe).head_init == "linear_probe":
-        probe = _fit_head(model, split, contract, config.batch_size, device, Dist(), replace(config, lr="auto"),
-                          progress, tqdm.write)
-        return _plot_sweep(probe.lr_find, out_dir, tqdm.write)
+        probe = _fit_head(model, split, contract, config.batch_size, device, Dist(), config.seed, progress, tqdm.write)
+        return _report_sweep(LRFindResult(**probe.lr_find), out_dir)
     return _run_lr_find(model, train_loader, device, out_dir, config, progress)
 
 
@@ -392,12 +382,21 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     found = None
     recipe = get_recipe(config.recipe)
     probe: ProbeResult | None = None
+
+    def fit_head() -> ProbeResult:
+        """The probe; the files it could not decode reach the data report, and a far --lr its 10× line."""
+        fitted = _fit_head(model, split, contract, per_rank, device, ctx, config.seed, progress, say)
+        train_loader.failures.update(fitted.undecodable)
+        advice = _lr_advice(config, fitted.lr_find)
+        if advice:
+            say(advice)
+        return fitted
+
     if config.lr == "auto" and state is None and recipe.head_init == "linear_probe":
-        probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
-                          train_loader.failures)
+        probe = fit_head()
         found = probe.lr_find  # the sweep of the head the run trains, on the probe's features: milliseconds
         if ctx.is_main:
-            _plot_sweep(found, out_dir, say)
+            _report_sweep(LRFindResult(**found), out_dir)
         config = replace(config, lr=found["valley"])
     elif config.lr == "auto":
         found = _on_main(ctx, lambda: _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict())
@@ -433,8 +432,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
         metrics["linear_probe"] = state.get("linear_probe")
     elif recipe.head_init == "linear_probe":
         if probe is None and not any(p.probe for p in phases):  # full, or --freeze-epochs 0: the probe starts the head
-            probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
-                              train_loader.failures)
+            probe = fit_head()
         if probe is not None:
             metrics["linear_probe"] = asdict(probe)
     # recipe.ema_horizon: the weights every epoch evaluates and best.pt holds are an average of the trained ones
@@ -472,8 +470,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
             start = time.perf_counter()
             if phase.probe:  # the head solved on one pass of the frozen body's features: the same on every rank
                 if probe is None:  # (already fitted for --lr auto)
-                    probe = _fit_head(model, split, contract, per_rank, device, ctx, config, progress, say,
-                                      train_loader.failures)
+                    probe = fit_head()
                     metrics["linear_probe"] = asdict(probe)
                 loss_sum, seen = probe.train_loss * probe.images, probe.images
                 train_seconds = probe.seconds
