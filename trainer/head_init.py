@@ -55,8 +55,8 @@ VAR_FLOOR = 1e-3
 class ProbeResult:
     images: int
     l2: float
-    cv_log_loss: float
-    cv_accuracy: float
+    cv_log_loss: float | None  # None: the L2 was given (a refit takes the probe's), not searched
+    cv_accuracy: float | None
     train_accuracy: float
     train_loss: float  # mean cross-entropy of the fitted head on the probe's images (the L2 term left out)
     undecodable: dict[str, str]  # files that failed to decode, on any rank, and why: left out of the fit
@@ -160,9 +160,10 @@ def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
 
 
 def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, batch_size: int, device: torch.device,
-                 ctx: Dist, seed: int, progress: bool = True) -> ProbeResult:
+                 ctx: Dist, seed: int, progress: bool = True, l2: float | None = None) -> ProbeResult:
     """Fit ``model``'s head in place on its body's features of ``dataset`` (eval transform, a ``blank`` for files that
-    fail to decode); every rank ends with rank 0's head."""
+    fail to decode); every rank ends with rank 0's head. ``l2``: this strength instead of the cross-validated one (a
+    body trained on these images makes their held-out folds look easy, so the search would under-regularize)."""
     start = time.perf_counter()
     indices = list(range(len(dataset)))
     if len(indices) > MAX_IMAGES:
@@ -183,16 +184,16 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     if standardizer is not None:  # the probe fits, and the finder sweeps, the head in the space it trains in
         mean, var, x = standardization(x, standardizer.eps)
 
-    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float, float, float, float, dict]:
-        l2, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed)
-        w, b = fit_logistic(x, y, num_classes, l2)
+    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float | None, float | None, float, float, dict]:
+        strength, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed) if l2 is None else (l2, None, None)
+        w, b = fit_logistic(x, y, num_classes, strength)
         logits = x @ w.T + b
         train_acc = (logits.argmax(1) == y).float().mean().item()
         train_loss = nn.functional.cross_entropy(logits, y).item()
         found = lr_find_on_features(x, y, num_classes, batch_size * ctx.world_size, seed)
-        return w, b, l2, cv_loss, cv_acc, train_acc, train_loss, found.to_dict()
+        return w, b, strength, cv_loss, cv_acc, train_acc, train_loss, found.to_dict()
 
-    w, b, l2, cv_loss, cv_acc, train_acc, train_loss, found = ctx.broadcast(fit() if ctx.is_main else None)
+    w, b, strength, cv_loss, cv_acc, train_acc, train_loss, found = ctx.broadcast(fit() if ctx.is_main else None)
     head = model.get_submodule(head_module_name(model))
     with torch.no_grad():
         if standardizer is not None:  # the same statistics on every rank: each computed them from the gathered x
@@ -200,6 +201,7 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
             standardizer.running_var.copy_(var.to(standardizer.running_var.device))
         head.weight.copy_(w.to(head.weight.device, head.weight.dtype))
         head.bias.copy_(b.to(head.bias.device, head.bias.dtype))
-    return ProbeResult(images=len(y), l2=l2, cv_log_loss=round(cv_loss, 4), cv_accuracy=round(cv_acc, 4),
+    return ProbeResult(images=len(y), l2=strength, cv_log_loss=None if cv_loss is None else round(cv_loss, 4),
+                       cv_accuracy=None if cv_acc is None else round(cv_acc, 4),
                        train_accuracy=round(train_acc, 4), train_loss=train_loss, undecodable=failures,
                        seconds=round(time.perf_counter() - start, 2), lr_find=found)

@@ -49,6 +49,8 @@ class Recipe:
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
     ema_horizon: float = 0.0  # > 0: evaluate and save an EMA of the weights over this many epochs (averaging.py)
     head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
+    head_refit: bool = False  # the last epoch ends with the head refitted by the linear probe on the trained body's
+    # eval-transform features (FixRes); see strategies.plan_phases and head_init
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -72,10 +74,10 @@ CLASSIC = Recipe(
 
 #: The default since issue #14: ``classic`` with the head-only epoch a linear probe on standardized features, the
 #: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in
-#: finetune/gradual, and the weights averaged over half an epoch: each measured better (docs/training.md, "Recipe,
-#: measured"); fastai's schedules, train_bn and label smoothing stay off.
+#: finetune/gradual, the weights averaged over half an epoch, and the head refitted on eval features at the end: each
+#: measured better (docs/training.md, "Recipe, measured"); fastai's schedules, train_bn and label smoothing stay off.
 DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True,
-                  head="standardized", ema_horizon=0.5)
+                  head="standardized", ema_horizon=0.5, head_refit=True)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

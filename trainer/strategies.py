@@ -47,6 +47,7 @@ class Phase:
     flat_body: bool = False  # every trainable body group at head_lr / lr_mult instead of a geometric spread
     bn_stats: bool = True  # trainable BatchNorm updates its running statistics (False: ImageNet's stay, weights train)
     probe: bool = False  # one head-only epoch that fits the head in closed form (head_init.linear_probe), no SGD
+    refit: bool = False  # after its last epoch's steps, the head is refitted in closed form on eval-transform features
 
 
 def _owns(prefix: str, name: str) -> bool:
@@ -112,7 +113,10 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
 
     LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given. With
     the recipe's linear probe, the first head-only epoch is the probe's fit (a ``probe`` phase of one epoch): the
-    same pass over the training images, the head solved instead of stepped.
+    same pass over the training images, the head solved instead of stepped. With the recipe's ``head_refit`` the
+    last phase that steps ends with the same fit on the trained body (``refit``): its steps saw random crops, which
+    show objects larger than the eval transform's centre crop, and a head fitted to them loses accuracy on the
+    centre crops it is deployed on (the train-test resolution discrepancy of FixRes, Touvron et al., NeurIPS 2019).
     """
     div = recipe.unfrozen_lr_div if unfrozen_lr_div is None else unfrozen_lr_div
     mult = recipe.lr_mult if lr_mult is None else lr_mult
@@ -135,6 +139,8 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
         first = phases.pop(0)
         rest = [replace(first, epochs=first.epochs - 1)] if first.epochs > 1 else []
         phases = [Phase("probe", 1, 0, first.head_lr, 1.0, probe=True), *rest, *phases]
+    if recipe.head_refit and phases and not phases[-1].probe:
+        phases[-1] = replace(phases[-1], refit=True)
     return phases
 
 

@@ -224,12 +224,17 @@ def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out
 
 
 def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, per_rank: int, device: torch.device,
-              ctx: Dist, seed: int, progress: bool, say: Callable[[str], None]) -> ProbeResult:
-    """The linear probe (head_init.py) on the training images, and its line."""
+              ctx: Dist, seed: int, progress: bool, say: Callable[[str], None], l2: float | None = None) -> ProbeResult:
+    """The linear probe (head_init.py) on the training images, and its line; with ``l2`` (the probe's) the refit of
+    the last epoch."""
     probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx, seed,
-                         progress)
-    say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
-        f"(L2 {probe.l2:g} by repeated {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
+                         progress, l2)
+    if l2 is None:
+        say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
+            f"(L2 {probe.l2:g} by repeated {FOLDS}-fold log-loss; cross-validated accuracy {probe.cv_accuracy:.4f})")
+    else:
+        say(f"head refit: fitted on the trained body's features of {probe.images} training images (eval transform) "
+            f"in {probe.seconds:.1f} s, with the linear probe's L2 {l2:g}")
     return probe
 
 
@@ -430,6 +435,8 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     phases = config.phases()
     if state is not None:
         metrics["linear_probe"] = state.get("linear_probe")
+        if state.get("head_refit"):
+            metrics["head_refit"] = state["head_refit"]
     elif recipe.head_init == "linear_probe":
         if probe is None and not any(p.probe for p in phases):  # full, or --freeze-epochs 0: the probe starts the head
             probe = fit_head()
@@ -490,6 +497,11 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
                 train_seconds = time.perf_counter() - start
                 loss_sum, seen = ctx.sum(loss_sum, seen)
+                if phase.refit and current == epoch:  # the run's last epoch: the head it ends with, fitted in closed
+                    # form on the trained body's eval-transform features (strategies.plan_phases: why)
+                    refit = _fit_head(scored(), split, contract, per_rank, device, ctx, config.seed, progress, say,
+                                      (metrics.get("linear_probe") or {}).get("l2"))
+                    metrics["head_refit"] = {"epoch": current, **{k: v for k, v in asdict(refit).items() if k != "lr_find"}}
             evaluation, decoded = _gather_evaluation(ctx, evaluate(scored(), val_loader, device))
             if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
                 metrics["skipped"] = split.skipped
@@ -517,7 +529,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                     "optimizer": optimizer and optimizer.state_dict(), "scheduler": scheduler and scheduler.state_dict(),
                     "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
                     "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
-                    "linear_probe": metrics.get("linear_probe"),
+                    "linear_probe": metrics.get("linear_probe"), "head_refit": metrics.get("head_refit"),
                     "average": None if average is None else average.state_dict(),
                 })
                 reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})

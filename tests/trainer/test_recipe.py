@@ -250,6 +250,38 @@ def test_a_default_run_starts_from_the_probe_and_keeps_imagenet_bn_statistics(fi
         torch.testing.assert_close(best["state_dict"]["features.18.0.weight"], averaged["features.18.0.weight"])
     else:  # the probe's epoch: ImageNet's body under the probe's head
         assert torch.equal(best["state_dict"]["features.18.0.weight"], imagenet["features.18.0.weight"])
-    torch.testing.assert_close(best["state_dict"]["classifier.1.0.running_var"], final["classifier.1.0.running_var"])
+    # the average's standardizer was recomputed by the last epoch's head refit; the trained weights keep the probe's
+    source = averaged if best["epoch"] == 2 else final
+    torch.testing.assert_close(best["state_dict"]["classifier.1.0.running_var"], source["classifier.1.0.running_var"])
     assert not torch.equal(final["features.18.0.weight"], imagenet["features.18.0.weight"])  # the body did train
     assert not torch.equal(final["features.18.1.weight"], imagenet["features.18.1.weight"])  # BatchNorm weights too
+
+
+def test_the_default_run_ends_with_its_head_refitted_on_the_trained_body(finetuned_run, hymenoptera):
+    """Recipe ``head_refit``: the last epoch's scored weights (the average) carry a head fitted in closed form, with
+    the probe's L2, to the trained body's eval-transform features of the training photos, not the head its steps on
+    random crops left."""
+    from edgeport.trainer.checkpoint import load_run_state
+    from edgeport.trainer.head_init import fit_logistic, head_inputs, standardization
+    from edgeport.trainer.models import build_for_checkpoint
+
+    metrics = json.loads(finetuned_run.metrics_path.read_text())
+    refit = metrics["head_refit"]
+    assert refit["epoch"] == 2 and refit["images"] == 245
+    assert refit["l2"] == metrics["linear_probe"]["l2"] and refit["cv_accuracy"] is None  # the probe's L2, no search
+    state = load_run_state(finetuned_run.best_path.parent)
+    averaged = {k.removeprefix("module."): v for k, v in state["average"].items() if k.startswith("module.")}
+    model = build_for_checkpoint("mobilenet_v2", 2, averaged, "standardized").eval()
+    contract = load_checkpoint(finetuned_run.best_path)["contract"]
+    train = ImageListDataset(scan_image_folder(hymenoptera).train, eval_transform(contract),
+                             blank=torch.zeros(3, *contract.input_size))
+    x, y, _ = head_inputs(model, DataLoader(train, batch_size=32, collate_fn=collate_with_failures),
+                          torch.device("cpu"), progress=False)
+    mean, var, z = standardization(x, model.classifier[1][0].eps)
+    torch.testing.assert_close(averaged["classifier.1.0.running_mean"], mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(averaged["classifier.1.0.running_var"], var, rtol=1e-4, atol=1e-5)
+    weight, bias = fit_logistic(z, y, 2, refit["l2"])
+    torch.testing.assert_close(averaged["classifier.1.1.weight"], weight, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(averaged["classifier.1.1.bias"], bias, rtol=1e-3, atol=1e-3)
+    # the same tolerance tells the refit from the head the steps left, which the trained weights keep
+    assert not torch.allclose(state["model"]["classifier.1.1.weight"], weight, rtol=1e-3, atol=1e-3)
