@@ -1,7 +1,7 @@
 """Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
     python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
-        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2]
+        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N]
 
 Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
 ``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
@@ -9,7 +9,10 @@ share of each class's training photos (a seeded draw) and the whole validation s
 Besides best and last-epoch accuracy and wall time (scan, model, training, reports: what a user waits for), each
 run reports how far fine-tuning moved the body: the relative weight change ‖W − W₀‖ / ‖W₀‖ of the body's blocks
 against the ImageNet weights at the end of training (``edge-explain``'s weight-change view), as the mean over the first, middle
-and last third of the blocks.
+and last third of the blocks. ``--low-res N`` first makes every photo (train and val) a low-resolution one: its shorter
+side shrunk to N pixels and blown back up, as a distant or cheap camera sees the subject. ImageNet's features fit such
+photos worse, so the head alone falls short and fine-tuning has something to add (a step towards the issue's
+"dissimilar data" scenario, made from the photos we have).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from statistics import fmean, stdev
@@ -26,6 +30,7 @@ from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_run_state
 from edgeport.trainer.explain.changes import weight_changes
 from edgeport.trainer.loading import load_model
+from PIL import Image
 
 from .common import hymenoptera_dir
 
@@ -46,6 +51,29 @@ def subset(data: Path, fraction: float, seed: int, out: Path) -> Path:
                 link.symlink_to(f.resolve())
     if not (root / "val").exists():
         (root / "val").symlink_to((data / "val").resolve())
+    return root
+
+
+def low_res(data: Path, pixels: int, out: Path) -> Path:
+    """A copy of ``data`` under ``out`` (PNG) with each photo's shorter side shrunk to ``pixels`` and resized back
+    (bilinear both ways); a file Pillow cannot read is copied as it is, so the trainer reports it as before."""
+    root = out / f"data-lowres{pixels}"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    for source in sorted(p for p in data.rglob("*") if p.is_file()):
+        target = root / source.relative_to(data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with Image.open(source) as image:
+                image = image.convert("RGB")
+                scale = pixels / min(image.size)
+                small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                     Image.Resampling.BILINEAR)
+                small.resize(image.size, Image.Resampling.BILINEAR).save(target.with_suffix(".png"))
+        except (OSError, ValueError):
+            shutil.copyfile(source, target)
+    done.touch()
     return root
 
 
@@ -88,9 +116,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--freeze-epochs", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--low-res", type=int, default=None, metavar="N",
+                        help="train and validate on every photo shrunk to N pixels (shorter side) and blown back up")
     parser.add_argument("--out", type=Path, default=Path("build/train_strategies"))
     args = parser.parse_args()
     data = args.data or hymenoptera_dir()
+    if args.low_res:
+        data = low_res(data, args.low_res, args.out)
     rows = []
     for fraction in map(float, args.fractions.split(",")):
         for seed in map(int, args.seeds.split(",")):
@@ -106,7 +138,8 @@ def main() -> None:
                         start = time.perf_counter()
                         result = fit(folder, run, config, progress=False)
                         accuracy = [h["val_accuracy"] for h in result.history]
-                        row = {"fraction": fraction, "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
+                        row = {"fraction": fraction, "low_res": args.low_res,
+                               "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
                                "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed,
                                "best": max(accuracy), "last": accuracy[-1], "accuracy": accuracy,
                                "wall_s": time.perf_counter() - start, "body_change": body_change(run)}
