@@ -49,8 +49,8 @@ class Recipe:
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
     ema_horizon: float = 0.0  # > 0: evaluate and save an EMA of the weights over this many epochs (averaging.py)
     head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
-    head_refit: bool = False  # the last epoch ends with the head refitted by the linear probe on the trained body's
-    # eval-transform features (FixRes); see strategies.plan_phases and head_init
+    head_refit: bool = False  # a run that trains the body ends with its head refitted by the linear probe on the
+    # trained body's eval-transform features (FixRes); see strategies.plan_phases and head_init
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

@@ -113,8 +113,8 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
 
     LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given. With
     the recipe's linear probe, the first head-only epoch is the probe's fit (a ``probe`` phase of one epoch): the
-    same pass over the training images, the head solved instead of stepped. With the recipe's ``head_refit`` the
-    last phase that steps ends with the same fit on the trained body (``refit``): its steps saw random crops, which
+    same pass over the training images, the head solved instead of stepped. With the recipe's ``head_refit`` a last
+    phase that trains the body ends with the same fit on the trained body (``refit``): its steps saw random crops, which
     show objects larger than the eval transform's centre crop, and a head fitted to them loses accuracy on the
     centre crops it is deployed on (the train-test resolution discrepancy of FixRes, Touvron et al., NeurIPS 2019).
     """
@@ -139,8 +139,9 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
         first = phases.pop(0)
         rest = [replace(first, epochs=first.epochs - 1)] if first.epochs > 1 else []
         phases = [Phase("probe", 1, 0, first.head_lr, 1.0, probe=True), *rest, *phases]
-    if recipe.head_refit and phases and not phases[-1].probe:
-        phases[-1] = replace(phases[-1], refit=True)
+    last = phases[-1] if phases else None
+    if recipe.head_refit and last is not None and (last.trainable_blocks != 0 or last.train_bn):
+        phases[-1] = replace(last, refit=True)  # (on a body that did not train the refit would be the probe again)
     return phases
 
 
