@@ -57,6 +57,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: head {self.head!r} is not one of {', '.join(HEADS)}")
         if self.head == "standardized" and self.head_init != "linear_probe":
             raise ValueError(f"recipe {self.name}: a standardized head takes its statistics from the linear probe")
+        if self.head_refit and self.head_init != "linear_probe":
+            raise ValueError(f"recipe {self.name}: the head refit takes its L2 from the linear probe")
 
 
 #: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.

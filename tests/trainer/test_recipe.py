@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,6 +77,11 @@ def test_user_overrides_beat_the_recipe_and_bad_names_are_usage_errors():
         TrainConfig(recipe="nope")
     with pytest.raises(UsageError, match="--balance"):
         TrainConfig(balance="oversample")
+    # a recipe whose parts need the linear probe cannot be declared without it
+    with pytest.raises(ValueError, match="statistics from the linear probe"):
+        replace(RECIPES["default"], head_init="random")
+    with pytest.raises(ValueError, match="refit takes its L2 from the linear probe"):
+        replace(RECIPES["classic"], head_refit=True)
 
 
 @pytest.mark.parametrize(("strategy", "recipe", "frozen_bn_trains"), [
