@@ -11,8 +11,8 @@ run reports how far fine-tuning moved the body: the relative weight change ‖W 
 against the ImageNet weights at the end of training (``edge-explain``'s weight-change view), as the mean over the first, middle
 and last third of the blocks. ``--low-res N`` first makes every photo (train and val) a low-resolution one: its shorter
 side shrunk to N pixels and blown back up, as a distant or cheap camera sees the subject. ImageNet's features fit such
-photos worse, so the head alone falls short and fine-tuning has something to add (a step towards the issue's
-"dissimilar data" scenario, made from the photos we have).
+photos worse, so the head alone falls short and leaves room for fine-tuning (a step towards the issue's "dissimilar
+data" scenario, made from the photos we have).
 """
 
 from __future__ import annotations
