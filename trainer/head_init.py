@@ -61,7 +61,8 @@ class ProbeResult:
     train_loss: float  # mean cross-entropy of the fitted head on the probe's images (the L2 term left out)
     undecodable: dict[str, str]  # files that failed to decode, on any rank, and why: left out of the fit
     seconds: float
-    lr_find: dict  # the LR finder's sweep on the same features (lr_find.lr_find_on_features; LRFindResult.to_dict)
+    lr_find: dict | None  # the LR finder's sweep on the same features (lr_find.lr_find_on_features;
+    # LRFindResult.to_dict); None for a refit (``l2`` given), which no LR is picked from
 
 
 @torch.no_grad()
@@ -162,8 +163,9 @@ def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
 def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, batch_size: int, device: torch.device,
                  ctx: Dist, seed: int, progress: bool = True, l2: float | None = None) -> ProbeResult:
     """Fit ``model``'s head in place on its body's features of ``dataset`` (eval transform, a ``blank`` for files that
-    fail to decode); every rank ends with rank 0's head. ``l2``: this strength instead of the cross-validated one (a
-    body trained on these images makes their held-out folds look easy, so the search would under-regularize)."""
+    fail to decode); every rank ends with rank 0's head. ``l2``: a refit, with this strength instead of the
+    cross-validated one (a body trained on these images makes their held-out folds look easy, so the search would
+    under-regularize) and no LR sweep."""
     start = time.perf_counter()
     indices = list(range(len(dataset)))
     if len(indices) > MAX_IMAGES:
@@ -184,14 +186,14 @@ def linear_probe(model: nn.Module, dataset: ImageListDataset, num_classes: int, 
     if standardizer is not None:  # the probe fits, and the finder sweeps, the head in the space it trains in
         mean, var, x = standardization(x, standardizer.eps)
 
-    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float | None, float | None, float, float, dict]:
+    def fit() -> tuple[torch.Tensor, torch.Tensor, float, float | None, float | None, float, float, dict | None]:
         strength, cv_loss, cv_acc = choose_l2(x, y, num_classes, seed) if l2 is None else (l2, None, None)
         w, b = fit_logistic(x, y, num_classes, strength)
         logits = x @ w.T + b
         train_acc = (logits.argmax(1) == y).float().mean().item()
         train_loss = nn.functional.cross_entropy(logits, y).item()
-        found = lr_find_on_features(x, y, num_classes, batch_size * ctx.world_size, seed)
-        return w, b, strength, cv_loss, cv_acc, train_acc, train_loss, found.to_dict()
+        found = None if l2 is not None else lr_find_on_features(x, y, num_classes, batch_size * ctx.world_size, seed)
+        return w, b, strength, cv_loss, cv_acc, train_acc, train_loss, None if found is None else found.to_dict()
 
     w, b, strength, cv_loss, cv_acc, train_acc, train_loss, found = ctx.broadcast(fit() if ctx.is_main else None)
     head = model.get_submodule(head_module_name(model))

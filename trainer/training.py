@@ -500,8 +500,8 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
                 if phase.refit and current == epoch:  # the run's last epoch: the head it ends with, fitted in closed
                     # form on the trained body's eval-transform features (strategies.plan_phases: why)
                     refit = _fit_head(scored(), split, contract, per_rank, device, ctx, config.seed, progress, say,
-                                      (metrics.get("linear_probe") or {}).get("l2"))
-                    metrics["head_refit"] = {"epoch": current, **{k: v for k, v in asdict(refit).items() if k != "lr_find"}}
+                                      metrics["linear_probe"]["l2"])  # (the recipe has a probe: recipe.Recipe)
+                    metrics["head_refit"] = {"epoch": current, **asdict(refit)}
             evaluation, decoded = _gather_evaluation(ctx, evaluate(scored(), val_loader, device))
             if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
                 metrics["skipped"] = split.skipped

@@ -275,6 +275,7 @@ def test_the_default_run_ends_with_its_head_refitted_on_the_trained_body(finetun
     refit = metrics["head_refit"]
     assert refit["epoch"] == 2 and refit["images"] == 245
     assert refit["l2"] == metrics["linear_probe"]["l2"] and refit["cv_accuracy"] is None  # the probe's L2, no search
+    assert refit["lr_find"] is None and metrics["linear_probe"]["lr_find"]  # ... and no LR sweep that nothing reads
     state = load_run_state(finetuned_run.best_path.parent)
     averaged = {k.removeprefix("module."): v for k, v in state["average"].items() if k.startswith("module.")}
     model = build_for_checkpoint("mobilenet_v2", 2, averaged, "standardized").eval()
