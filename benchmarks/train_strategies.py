@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--low-res", type=int, default=None, metavar="N",
                         help="train and validate on every photo shrunk to N pixels (shorter side) and blown back up")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda trains with AMP and channels_last, so its figures are not the CPU's to the photo")
+    parser.add_argument("--workers", type=int, default=None, help="data loader processes [default: the trainer's]")
     parser.add_argument("--out", type=Path, default=Path("build/train_strategies"))
     args = parser.parse_args()
     data = args.data or hymenoptera_dir()
@@ -134,13 +137,15 @@ def main() -> None:
                     if not record.exists():
                         lr = args.full_lr if strategy == "full" else args.lr
                         config = TrainConfig(strategy=strategy, recipe=recipe, lr=lr, batch_size=args.batch_size,
-                                             freeze_epochs=args.freeze_epochs, epochs=args.epochs, seed=seed, device="cpu")
+                                             freeze_epochs=args.freeze_epochs, epochs=args.epochs, seed=seed,
+                                             device=args.device, workers=args.workers)
                         start = time.perf_counter()
                         result = fit(folder, run, config, progress=False)
                         accuracy = [h["val_accuracy"] for h in result.history]
                         row = {"fraction": fraction, "low_res": args.low_res,
                                "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
-                               "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed,
+                               "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed, "device": args.device,
+                               "epochs": [args.freeze_epochs, args.epochs],
                                "best": max(accuracy), "last": accuracy[-1], "accuracy": accuracy,
                                "wall_s": time.perf_counter() - start, "body_change": body_change(run)}
                         record.write_text(json.dumps(row, indent=1))
