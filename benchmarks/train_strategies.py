@@ -1,7 +1,7 @@
 """Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
     python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
-        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N]
+        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N --upside-down --device cpu]
 
 Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
 ``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
@@ -12,7 +12,9 @@ against the ImageNet weights at the end of training (``edge-explain``'s weight-c
 and last third of the blocks. ``--low-res N`` first makes every photo (train and val) a low-resolution one: its shorter
 side shrunk to N pixels and blown back up, as a distant or cheap camera sees the subject. ImageNet's features fit such
 photos worse, so the head alone falls short and leaves room for fine-tuning (a step towards the issue's "dissimilar
-data" scenario, made from the photos we have).
+data" scenario, made from the photos we have). ``--upside-down`` changes the task instead of the photos: every photo
+is shown upright and turned 180°, and the classes are those two. No ImageNet class depends on which way up a photo is,
+so the features hold little of it: the "task unlike ImageNet's" scenario, where the body has to learn.
 """
 
 from __future__ import annotations
@@ -77,6 +79,29 @@ def low_res(data: Path, pixels: int, out: Path) -> Path:
     return root
 
 
+def upside_down(data: Path, out: Path) -> Path:
+    """A new task made from ``data``'s photos: ``upright`` or ``upside_down``. Every readable photo appears in both
+    classes (PNG both, as it is and turned 180°), named ``<class>_<stem>`` after its original class so stems of two
+    classes cannot collide; train and val keep ``data``'s split, so no photo is in both."""
+    root = out / "data-upside-down"
+    done = root / ".complete"
+    if done.exists():
+        return root
+    for source in sorted(p for p in data.rglob("*") if p.is_file()):
+        split, original_class = source.relative_to(data).parts[:2]
+        try:
+            with Image.open(source) as image:
+                image = image.convert("RGB")
+                for label, turned in (("upright", image), ("upside_down", image.rotate(180))):
+                    target = root / split / label / f"{original_class}_{source.stem}.png"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    turned.save(target)
+        except (OSError, ValueError):
+            print(f"skipped {source}: Pillow cannot read it")
+    done.touch()
+    return root
+
+
 def body_change(run: Path) -> list[float]:
     """Mean relative weight change of the body's first, middle and last third of blocks (the head left out), at the
     end of training (``last.pt``: the best epoch may be the head-only one, which moved nothing)."""
@@ -118,6 +143,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--low-res", type=int, default=None, metavar="N",
                         help="train and validate on every photo shrunk to N pixels (shorter side) and blown back up")
+    parser.add_argument("--upside-down", action="store_true",
+                        help="change the task: upright vs upside-down photos (a task ImageNet's classes do not teach)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda trains with AMP and channels_last, so its figures are not the CPU's to the photo")
     parser.add_argument("--workers", type=int, default=None, help="data loader processes [default: the trainer's]")
@@ -126,6 +153,8 @@ def main() -> None:
     data = args.data or hymenoptera_dir()
     if args.low_res:
         data = low_res(data, args.low_res, args.out)
+    if args.upside_down:
+        data = upside_down(data, args.out)
     rows = []
     for fraction in map(float, args.fractions.split(",")):
         for seed in map(int, args.seeds.split(",")):
@@ -142,7 +171,7 @@ def main() -> None:
                         start = time.perf_counter()
                         result = fit(folder, run, config, progress=False)
                         accuracy = [h["val_accuracy"] for h in result.history]
-                        row = {"fraction": fraction, "low_res": args.low_res,
+                        row = {"fraction": fraction, "low_res": args.low_res, "upside_down": args.upside_down,
                                "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
                                "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed, "device": args.device,
                                "epochs": [args.freeze_epochs, args.epochs],
