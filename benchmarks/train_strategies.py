@@ -87,7 +87,7 @@ def upside_down(data: Path, out: Path) -> Path:
     done = root / ".complete"
     if done.exists():
         return root
-    for source in sorted(p for p in data.rglob("*") if p.is_file()):
+    for source in sorted(p for p in data.glob("*/*/*") if p.is_file()):  # split/class/photo
         split, original_class = source.relative_to(data).parts[:2]
         try:
             with Image.open(source) as image:
