@@ -54,14 +54,16 @@ def recompute_statistics(model: nn.Module, samples: list, contract: PreprocessCo
     model.train()
     dataset = ImageListDataset(samples, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
     for x, y, _ in DataLoader(dataset, batch_size=32, collate_fn=collate_with_failures):
-        model(x[y >= 0])
+        if (y >= 0).any():  # -1: a photo that failed to decode
+            model(x[y >= 0])
     model.eval()
 
 
 def probe(model: nn.Module, split, contract: PreprocessContract) -> dict:
     (xt, yt), (xv, yv) = features(model, split.train, contract), features(model, split.val, contract)
-    mean, var, train = standardization(xt, nn.BatchNorm1d(1).eps)
-    val = (xv - mean) / (var + nn.BatchNorm1d(1).eps).sqrt()
+    eps = nn.BatchNorm1d(1).eps  # the standardized head's
+    mean, var, train = standardization(xt, eps)
+    val = (xv - mean) / (var + eps).sqrt()
     l2, cv_loss, cv_accuracy = choose_l2(train, yt, len(split.classes), seed=0)
     w, b = fit_logistic(train, yt, len(split.classes), l2)
     return {"l2": l2, "cv_accuracy": cv_accuracy, "val_accuracy": accuracy(w, b, val, yv),
