@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.trainer.data import ImageListDataset, collate_with_failures, scan_image_folder
-from edgeport.trainer.head_init import choose_l2, fit_logistic, standardization
+from edgeport.trainer.head_init import choose_l2, fit_logistic
 from edgeport.trainer.models import arch_contract, build_pretrained
 from edgeport.trainer.transforms import eval_transform
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .common import hymenoptera_dir
-from .head_features import accuracy, features
+from .head_features import accuracy, features, standardized
 from .train_strategies import low_res, upside_down
 
 
@@ -43,27 +43,17 @@ def variant_folder(data: Path, variant: str, out: Path) -> Path:
     raise SystemExit(f"unknown variant {variant!r}: original, low-res-N or upside-down")
 
 
-@torch.no_grad()
 def recompute_statistics(model: nn.Module, samples: list, contract: PreprocessContract) -> None:
-    """AdaBN: every BatchNorm's running mean and variance replaced by their average over the photos (train mode,
-    ``momentum=None``: a cumulative average rather than an exponential one), weights untouched."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
+    """AdaBN: every BatchNorm's running mean and variance replaced by their average over the photos, weights untouched
+    (torch's ``swa_utils.update_bn``: train mode, cumulative averages; photos that failed to decode left out)."""
     dataset = ImageListDataset(samples, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
-    for x, y, _ in DataLoader(dataset, batch_size=32, collate_fn=collate_with_failures):
-        if (y >= 0).any():  # -1: a photo that failed to decode
-            model(x[y >= 0])
-    model.eval()
+    loader = DataLoader(dataset, batch_size=32, collate_fn=collate_with_failures)
+    torch.optim.swa_utils.update_bn((x[y >= 0] for x, y, _ in loader if (y >= 0).any()), model)
 
 
 def probe(model: nn.Module, split, contract: PreprocessContract) -> dict:
     (xt, yt), (xv, yv) = features(model, split.train, contract), features(model, split.val, contract)
-    eps = nn.BatchNorm1d(1).eps  # the standardized head's
-    mean, var, train = standardization(xt, eps)
-    val = (xv - mean) / (var + eps).sqrt()
+    train, val = standardized(xt, xv)
     l2, cv_loss, cv_accuracy = choose_l2(train, yt, len(split.classes), seed=0)
     w, b = fit_logistic(train, yt, len(split.classes), l2)
     return {"l2": l2, "cv_accuracy": cv_accuracy, "val_accuracy": accuracy(w, b, val, yv),

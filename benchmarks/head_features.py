@@ -44,6 +44,14 @@ def features(model: nn.Module, samples: list, contract: PreprocessContract) -> t
     return x, y
 
 
+def standardized(train: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and val features standardized with the training photos' statistics, as the standardized head's
+    ``BatchNorm1d`` applies them (``head_init.standardization``)."""
+    eps = nn.BatchNorm1d(1).eps
+    mean, var, train = standardization(train, eps)
+    return train, (val - mean) / (var + eps).sqrt()
+
+
 def accuracy(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
     return ((x @ w.T + b).argmax(1) == y).float().mean().item()
 
@@ -82,9 +90,7 @@ def main() -> None:
     contract = PreprocessContract(**{**arch_contract(args.arch).to_dict(), "labels": split.classes})
     model = build_pretrained(args.arch).eval()
     (xt, yt), (xv, yv) = features(model, split.train, contract), features(model, split.val, contract)
-    eps = nn.BatchNorm1d(1).eps  # the standardized head's
-    mean, var, standardized = standardization(xt, eps)
-    layouts = {"raw": (xt, xv), "standardized": (standardized, (xv - mean) / (var + eps).sqrt())}
+    layouts = {"raw": (xt, xv), "standardized": standardized(xt, xv)}
     k = len(split.classes)
     results: dict[str, dict] = {}
     lines = ["| features | probe | " + " | ".join(f"{lr:g} / {b}" for lr in LRS for b in BATCHES) + " | mean |",

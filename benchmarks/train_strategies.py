@@ -1,7 +1,8 @@
 """Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
     python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
-        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N --upside-down --device cpu]
+        --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N
+        --upside-down --device cpu --workers N]
 
 Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
 ``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
