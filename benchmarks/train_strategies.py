@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
         --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N
-        --upside-down --device cpu --workers N]
+        --upside-down --device cpu --workers N --variant NAME:FIELD=VALUE[,FIELD=VALUE]]
 
 Every strategy trains the same epochs (freeze_epochs + epochs) with the same seed and batch; ``full`` gets its own
 ``--full-lr`` (everything trainable from the first step needs a smaller LR than a new head). Fractions keep that
@@ -16,6 +16,9 @@ photos worse, so the head alone falls short and leaves room for fine-tuning (a s
 data" scenario, made from the photos we have). ``--upside-down`` changes the task instead of the photos: every photo
 is shown upright and turned 180°, and the classes are those two. No ImageNet class depends on which way up a photo is,
 so the features hold little of it: the "task unlike ImageNet's" scenario, where the body has to learn.
+``--variant bnst:bn_stats=true`` adds a recipe ``bnst``, ``default`` with those fields changed, to pick with
+``--recipes``: a candidate recipe measured by the same command as the ones it would replace. A run folder's row is
+reused only if it was trained with the same settings.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 import random
 import shutil
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -33,6 +37,7 @@ from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_run_state
 from edgeport.trainer.explain.changes import weight_changes
 from edgeport.trainer.loading import load_model
+from edgeport.trainer.recipe import DEFAULT, RECIPES, Recipe
 from PIL import Image
 
 from .common import hymenoptera_dir
@@ -130,6 +135,32 @@ def seed_means(rows: list[dict]) -> list[str]:
     return lines
 
 
+def add_variant(spec: str) -> tuple[str, dict]:
+    """``NAME:FIELD=VALUE,...`` → ``RECIPES[NAME]``, ``default`` with those fields (values read as JSON, else text)."""
+    name, _, assignments = spec.partition(":")
+    known = {f.name for f in fields(Recipe)} - {"name"}
+    changed: dict = {}
+    for assignment in filter(None, assignments.split(",")):
+        field, _, text = assignment.partition("=")
+        if field not in known:
+            raise SystemExit(f"--variant {spec}: {field!r} is not a recipe field; choose from {', '.join(sorted(known))}")
+        try:
+            changed[field] = json.loads(text)
+        except json.JSONDecodeError:
+            changed[field] = text
+    if not name or not changed or name in RECIPES:
+        raise SystemExit(f"--variant {spec}: give a new name and at least one FIELD=VALUE, e.g. bnst:bn_stats=true")
+    RECIPES[name] = replace(DEFAULT, name=name, **changed)
+    return name, changed
+
+
+def same_settings(row: dict, settings: dict) -> bool:
+    """Whether a cached row was trained with ``settings``; rows from before settings were recorded are compared on
+    the keys they kept (``lr``, ``low_res``, ``upside_down``, ``device``)."""
+    recorded = row.get("settings") or {k: row[k] for k in ("lr", "low_res", "upside_down", "device") if k in row}
+    return all(settings[k] == v for k, v in recorded.items() if k in settings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, nargs="?", default=None, help="[default: hymenoptera]")
@@ -149,8 +180,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="cuda trains with AMP and channels_last, so its figures are not the CPU's to the photo")
     parser.add_argument("--workers", type=int, default=None, help="data loader processes [default: the trainer's]")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:FIELD=VALUE[,FIELD=VALUE]",
+                        help="a recipe to pick with --recipes: default with these fields changed (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("build/train_strategies"))
     args = parser.parse_args()
+    variants = dict(add_variant(spec) for spec in args.variant)
     data = args.data or hymenoptera_dir()
     if args.low_res:
         data = low_res(data, args.low_res, args.out)
@@ -164,8 +198,13 @@ def main() -> None:
                 for strategy in args.strategies.split(","):
                     run = args.out / f"{fraction:g}-{recipe}-{strategy}-s{seed}"
                     record = run / "row.json"
+                    lr = args.full_lr if strategy == "full" else args.lr
+                    settings = {"lr": lr, "batch_size": args.batch_size, "epochs": [args.freeze_epochs, args.epochs],
+                                "low_res": args.low_res, "upside_down": args.upside_down, "device": args.device,
+                                "recipe_fields": variants.get(recipe, {})}
+                    if record.exists() and not same_settings(json.loads(record.read_text()), settings):
+                        raise SystemExit(f"{run} was trained with other settings than {settings}: use another --out")
                     if not record.exists():
-                        lr = args.full_lr if strategy == "full" else args.lr
                         config = TrainConfig(strategy=strategy, recipe=recipe, lr=lr, batch_size=args.batch_size,
                                              freeze_epochs=args.freeze_epochs, epochs=args.epochs, seed=seed,
                                              device=args.device, workers=args.workers)
@@ -177,7 +216,8 @@ def main() -> None:
                                "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed, "device": args.device,
                                "epochs": [args.freeze_epochs, args.epochs],
                                "best": max(accuracy), "last": accuracy[-1], "accuracy": accuracy,
-                               "wall_s": time.perf_counter() - start, "body_change": body_change(run)}
+                               "wall_s": time.perf_counter() - start, "body_change": body_change(run),
+                               "settings": settings}
                         record.write_text(json.dumps(row, indent=1))
                         for checkpoint in run.glob("*.pt"):
                             checkpoint.unlink()
