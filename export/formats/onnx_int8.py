@@ -80,7 +80,10 @@ def quantize_onnx(
         float_model = onnx.load(pre)
         overrides = depthwise_weight_overrides(float_model, scheme) if depthwise_8bit else {}
         details["depthwise_8bit_weights"] = len(overrides)
-        options: dict[str, Any] = {"TensorQuantOverrides": overrides}
+        # A BatchNormalization's scale is 1-D, so its channel axis is 0; onnxruntime's default of 1 for the op (meant
+        # for the activation) made it warn "Axis 1 is out-of-range" on the standardized head and quantize per tensor.
+        options: dict[str, Any] = {"TensorQuantOverrides": overrides,
+                                   "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}}
         if method == "percentile":
             options["CalibPercentile"] = 99.999
         quantize_static(

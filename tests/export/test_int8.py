@@ -110,6 +110,20 @@ def test_int8_files_are_really_quantized_and_smaller(finetuned_bundle):
         check_really_quantized(finetuned_bundle / "model.onnx", finetuned_bundle / "model.onnx")
 
 
+def test_the_standardized_heads_scale_is_quantized_per_channel(finetuned_bundle):
+    """The head's fixed standardisation is a BatchNormalization whose scale is 1-D: quantized along its only axis,
+    not per tensor after onnxruntime's "Axis 1 is out-of-range" warning (its default axis for the op)."""
+    import onnx
+
+    model = onnx.load(finetuned_bundle / "model.int8.onnx")
+    init = {i.name: i for i in model.graph.initializer}
+    producer = {out: n for n in model.graph.node for out in n.output}
+    (norm,) = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    scale = producer[norm.input[1]]
+    assert scale.op_type == "DequantizeLinear"
+    assert list(init[scale.input[1]].dims) == [1280] and {a.name: a.i for a in scale.attribute}.get("axis") == 0
+
+
 def _weights_by_layer_kind(path):
     """The INT8 weight values of a QDQ model's convolutions, depthwise apart from the rest."""
     import onnx
