@@ -156,8 +156,9 @@ def add_variant(spec: str) -> tuple[str, dict]:
 
 def same_settings(row: dict, settings: dict) -> bool:
     """Whether a cached row was trained with ``settings``; rows from before settings were recorded are compared on
-    the keys they kept (``lr``, ``low_res``, ``upside_down``, ``device``)."""
-    recorded = row.get("settings") or {k: row[k] for k in ("lr", "low_res", "upside_down", "device") if k in row}
+    the keys they kept (``lr``, ``epochs``, ``low_res``, ``upside_down``, ``device``)."""
+    kept = ("lr", "epochs", "low_res", "upside_down", "device")
+    recorded = row.get("settings") or {k: row[k] for k in kept if k in row}
     return all(settings[k] == v for k, v in recorded.items() if k in settings)
 
 
