@@ -155,11 +155,9 @@ def add_variant(spec: str) -> tuple[str, dict]:
 
 
 def same_settings(row: dict, settings: dict) -> bool:
-    """Whether a cached row was trained with ``settings``; rows from before settings were recorded are compared on
-    the keys they kept (``lr``, ``epochs``, ``low_res``, ``upside_down``, ``device``)."""
-    kept = ("lr", "epochs", "low_res", "upside_down", "device")
-    recorded = row.get("settings") or {k: row[k] for k in kept if k in row}
-    return all(settings[k] == v for k, v in recorded.items() if k in settings)
+    """Whether a cached row was trained with ``settings``, which a row keeps among its own keys (rows written before
+    ``batch_size`` and ``recipe_fields`` were recorded are compared on the others)."""
+    return all(row[k] == v for k, v in settings.items() if k in row)
 
 
 def main() -> None:
@@ -212,13 +210,10 @@ def main() -> None:
                         start = time.perf_counter()
                         result = fit(folder, run, config, progress=False)
                         accuracy = [h["val_accuracy"] for h in result.history]
-                        row = {"fraction": fraction, "low_res": args.low_res, "upside_down": args.upside_down,
-                               "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
-                               "recipe": recipe, "strategy": strategy, "lr": lr, "seed": seed, "device": args.device,
-                               "epochs": [args.freeze_epochs, args.epochs],
+                        row = {"fraction": fraction, "train_images": sum(1 for _ in (folder / "train").glob("*/*")),
+                               "recipe": recipe, "strategy": strategy, "seed": seed, **settings,
                                "best": max(accuracy), "last": accuracy[-1], "accuracy": accuracy,
-                               "wall_s": time.perf_counter() - start, "body_change": body_change(run),
-                               "settings": settings}
+                               "wall_s": time.perf_counter() - start, "body_change": body_change(run)}
                         record.write_text(json.dumps(row, indent=1))
                         for checkpoint in run.glob("*.pt"):
                             checkpoint.unlink()
