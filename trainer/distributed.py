@@ -23,7 +23,10 @@ from .devices import resolve_device
 __all__ = ["DEFAULT_TIMEOUT_S", "Dist", "init_distributed", "shard_indices", "merge_shards", "is_collective_failure"]
 
 #: Where a backend's error comes from, in its message: DDP's own gradient all-reduce raises a plain RuntimeError.
-_BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "Timed out waiting", "Connection closed by peer", "Connection reset")
+#: gloo's TCP transport words its errors without its own name: "Timed out waiting" for the operation that timed
+#: out, "Application timeout caused pair closure" for one that meets the pair it closed (which comes first is a race).
+_BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "Timed out waiting", "Application timeout caused pair closure",
+                    "Connection closed by peer", "Connection reset", "Socket closed")
 
 
 def is_collective_failure(exc: BaseException) -> bool:

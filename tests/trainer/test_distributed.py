@@ -20,7 +20,7 @@ from edgeport.runtime.errors import ExitCode
 from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_checkpoint
 from edgeport.trainer.devices import amp_dtype, use_grad_scaler
-from edgeport.trainer.distributed import Dist, merge_shards, shard_indices
+from edgeport.trainer.distributed import Dist, is_collective_failure, merge_shards, shard_indices
 from edgeport.trainer.launch import strip_option
 
 from ..helpers import hymenoptera_subset
@@ -75,6 +75,19 @@ def test_one_process_needs_no_process_group():
 def test_launcher_strips_its_own_option():
     argv = ["data", "--nproc-per-node", "2", "--epochs", "1", "--nproc-per-node=4", "--out", "o"]
     assert strip_option(argv) == ["data", "--epochs", "1", "--out", "o"]
+
+
+@pytest.mark.parametrize("message, ours", [
+    # gloo's TCP transport, as a hung peer's ranks saw it (the second came first under load in CI: a race)
+    ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 10000ms "
+     "for recv operation to complete", True),
+    ("Application timeout caused pair closure", True),
+    ("Connection closed by peer [127.0.0.1]:41817", True),
+    ("CUDA out of memory. Tried to allocate 20.00 MiB", False),  # the training code's own: not a peer's fault
+    ("mat1 and mat2 shapes cannot be multiplied (8x1280 and 1000x2)", False),
+])
+def test_backend_errors_are_told_from_the_training_codes_own(message, ours):
+    assert is_collective_failure(RuntimeError(message)) is ours
 
 
 def test_amp_is_bf16_where_supported_else_fp16_with_a_scaler(monkeypatch):
