@@ -51,6 +51,8 @@ class Recipe:
     head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
     head_refit: bool = False  # a run that trains the body ends with its head refitted by the linear probe on the
     # trained body's eval-transform features (FixRes); see strategies.plan_phases and head_init
+    probed_head_lr_div: float = 1.0  # head-only epochs after the linear probe: the head peaks at lr / this. It starts
+    # at the probe's optimum, which steps at the user's --lr throw off (strategies.plan_phases)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -59,6 +61,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: a standardized head takes its statistics from the linear probe")
         if self.head_refit and self.head_init != "linear_probe":
             raise ValueError(f"recipe {self.name}: the head refit takes its L2 from the linear probe")
+        if self.probed_head_lr_div != 1.0 and self.head_init != "linear_probe":
+            raise ValueError(f"recipe {self.name}: probed_head_lr_div divides the LR of epochs after a linear probe")
 
 
 #: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.
@@ -76,10 +80,11 @@ CLASSIC = Recipe(
 
 #: The default since issue #14: ``classic`` with the head-only epoch a linear probe on standardized features, the
 #: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in
-#: finetune/gradual, the weights averaged over half an epoch, and the head refitted on eval features at the end: each
-#: measured better (docs/training.md, "Recipe, measured"); fastai's schedules, train_bn and label smoothing stay off.
+#: finetune/gradual, the weights averaged over half an epoch, the head refitted on eval features at the end, and
+#: head-only epochs after the probe at lr/10: each measured better (docs/training.md, "Recipe, measured"); fastai's
+#: schedules, train_bn and label smoothing stay off.
 DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True,
-                  head="standardized", ema_horizon=0.5, head_refit=True)
+                  head="standardized", ema_horizon=0.5, head_refit=True, probed_head_lr_div=10.0)
 
 #: fastai's ``fine_tune`` settings within our model and optimizer (torch AdamW, a Linear head, no momentum
 #: cycling), to measure them one by one against ours.

@@ -113,7 +113,8 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
 
     LRs and schedules come from ``recipe``; ``unfrozen_lr_div`` / ``lr_mult`` override its values when given. With
     the recipe's linear probe, the first head-only epoch is the probe's fit (a ``probe`` phase of one epoch): the
-    same pass over the training images, the head solved instead of stepped. With the recipe's ``head_refit`` a last
+    same pass over the training images, the head solved instead of stepped; head-only epochs after it start from that
+    optimum, at ``lr / recipe.probed_head_lr_div``. With the recipe's ``head_refit`` a last
     phase that trains the body ends with the same fit on the trained body (``refit``): its steps saw random crops, which
     show objects larger than the eval transform's centre crop, and a head fitted to them loses accuracy on the
     centre crops it is deployed on (the train-test resolution discrepancy of FixRes, Touvron et al., NeurIPS 2019).
@@ -137,7 +138,8 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
     phases = [p for p in phases if p.epochs > 0]
     if recipe.head_init == "linear_probe" and phases and phases[0].trainable_blocks == 0:
         first = phases.pop(0)
-        rest = [replace(first, epochs=first.epochs - 1)] if first.epochs > 1 else []
+        rest = [replace(first, epochs=first.epochs - 1, head_lr=first.head_lr / recipe.probed_head_lr_div)] \
+            if first.epochs > 1 else []
         phases = [Phase("probe", 1, 0, first.head_lr, 1.0, probe=True), *rest, *phases]
     last = phases[-1] if phases else None
     if recipe.head_refit and last is not None and (last.trainable_blocks != 0 or last.train_bn):

@@ -82,6 +82,8 @@ def test_user_overrides_beat_the_recipe_and_bad_names_are_usage_errors():
         replace(RECIPES["default"], head_init="random")
     with pytest.raises(ValueError, match="refit takes its L2 from the linear probe"):
         replace(RECIPES["classic"], head_refit=True)
+    with pytest.raises(ValueError, match="after a linear probe"):
+        replace(RECIPES["classic"], probed_head_lr_div=10.0)
 
 
 @pytest.mark.parametrize(("strategy", "recipe", "frozen_bn_trains"), [

@@ -79,8 +79,10 @@ def test_strategies_plan_phases_and_trainable_blocks():
     # the default recipe's linear probe is the first head-only epoch; where no head-only epoch exists it only starts
     # the head (training.py), so the plan keeps every epoch either way
     probing = {**common, "recipe": DEFAULT}
-    assert [(p.name, p.epochs, p.trainable_blocks, p.probe) for p in plan_phases("head", **probing)] == [
-        ("probe", 1, 0, True), ("frozen", 2, 0, False)]
+    # (head-only epochs after it start at the probe's optimum: their head at lr / the recipe's probed_head_lr_div)
+    assert [(p.name, p.epochs, p.trainable_blocks, p.probe, p.head_lr) for p in plan_phases("head", **probing)] == [
+        ("probe", 1, 0, True, 1e-2), ("frozen", 2, 0, False, pytest.approx(1e-2 / DEFAULT.probed_head_lr_div))]
+    assert DEFAULT.probed_head_lr_div == 10.0
     assert [(p.name, p.epochs, p.probe) for p in plan_phases("finetune", **probing)] == [
         ("probe", 1, True), ("unfrozen", 2, False)]
     assert [(p.name, p.epochs) for p in plan_phases("gradual", **{**probing, "freeze_epochs": 3})] == [
