@@ -19,8 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .bundle import bundle_root_of
 from .errors import ConformanceError, IntegrityError, MissingDependencyError, SignatureError, UsageError
 from .manifest import MANIFEST_NAME
+from .signing import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -58,8 +60,6 @@ def bundle_state(path: str | os.PathLike) -> BundleState | None:
     manifest = _stat(real / MANIFEST_NAME)
     if manifest is None:
         return None
-    from .signing import SIGNATURE_NAME
-
     return BundleState(path, real, (str(real), _stat(real), manifest, _stat(real / SIGNATURE_NAME)))
 
 
@@ -78,8 +78,6 @@ def _now() -> str:
 
 def identity(clf: Classifier) -> dict[str, Any]:
     """The served bundle: its folder, format and the sha256 of the model file (from the verified manifest)."""
-    from .bundle import bundle_root_of
-
     root = bundle_root_of(clf.model_path)
     rel = clf.model_path.relative_to(root).as_posix() if root else None
     sha = (clf.manifest or {}).get("files", {}).get(rel, {}).get("sha256")
@@ -88,7 +86,7 @@ def identity(clf: Classifier) -> dict[str, Any]:
 
 def load_checked(current: Classifier, state: BundleState) -> tuple[Classifier, dict[str, Any]]:
     """A new classifier for ``state`` with ``current``'s options, every check passed; raises on the first failure."""
-    from .classifier import Classifier
+    from .classifier import Classifier  # (classifier.py imports this module)
 
     candidate = Classifier(state.real, verify_key=current.verify_key or False, batch_size=current.batch_size,
                            exact_preprocess=current.exact_preprocess, **current._options)
@@ -120,8 +118,6 @@ class BundleWatcher:
         if not clf.source_path.is_dir():
             raise UsageError(f"hot reload watches a bundle directory (or a symlink to one); {clf.source_path} is a file")
         self.clf, self.on_event, self.interval = clf, on_event, interval
-        from .bundle import bundle_root_of
-
         state, served = bundle_state(clf.source_path), bundle_root_of(clf.model_path)
         # Switched while the first model loaded: that counts as a change to check.
         self._seen = state if state is not None and served is not None and state.real == served.resolve() else None
