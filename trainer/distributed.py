@@ -26,7 +26,8 @@ __all__ = ["DEFAULT_TIMEOUT_S", "Dist", "init_distributed", "shard_indices", "me
 #: gloo's TCP transport words its errors without its own name: "Timed out waiting" for the operation that timed
 #: out, "Application timeout caused pair closure" for one that meets the pair it closed (which comes first is a race).
 _BACKEND_MARKERS = ("gloo", "NCCL", "ProcessGroup", "Timed out waiting", "Application timeout caused pair closure",
-                    "Connection closed by peer", "Connection reset", "Socket closed")
+                    "Connection closed by peer", "Connection reset", "Socket closed", "Socket unexpectedly closed",
+                    "Socket Timeout", "Pair is not connected")
 
 
 def is_collective_failure(exc: BaseException) -> bool:

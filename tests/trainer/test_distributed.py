@@ -83,6 +83,8 @@ def test_launcher_strips_its_own_option():
      "for recv operation to complete", True),
     ("Application timeout caused pair closure", True),
     ("Connection closed by peer [127.0.0.1]:41817", True),
+    ("Socket unexpectedly closed", True),  # gloo's other transport errors: the words in this torch's library
+    ("Pair is not connected (", True),
     ("CUDA out of memory. Tried to allocate 20.00 MiB", False),  # the training code's own: not a peer's fault
     ("mat1 and mat2 shapes cannot be multiplied (8x1280 and 1000x2)", False),
 ])
