@@ -18,7 +18,8 @@ is shown upright and turned 180°, and the classes are those two. No ImageNet cl
 so the features hold little of it: the "task unlike ImageNet's" scenario, where the body has to learn.
 ``--variant bnst:bn_stats=true`` adds a recipe ``bnst``, ``default`` with those fields changed, to pick with
 ``--recipes``: a candidate recipe measured by the same command as the ones it would replace. A run folder's row is
-reused only if it was trained with the same settings.
+reused only if it was trained with the same settings, the recipe's values included (a row trained before a
+recipe change is refused, not shown as today's).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -40,7 +41,7 @@ from edgeport.trainer.loading import load_model
 from edgeport.trainer.recipe import DEFAULT, RECIPES, Recipe
 from PIL import Image
 
-from .common import hymenoptera_dir
+from .common import cached_row, hymenoptera_dir
 
 
 def subset(data: Path, fraction: float, seed: int, out: Path) -> Path:
@@ -135,7 +136,7 @@ def seed_means(rows: list[dict]) -> list[str]:
     return lines
 
 
-def add_variant(spec: str) -> tuple[str, dict]:
+def add_variant(spec: str) -> None:
     """``NAME:FIELD=VALUE,...`` → ``RECIPES[NAME]``, ``default`` with those fields (values read as JSON, else text)."""
     name, _, assignments = spec.partition(":")
     known = {f.name for f in fields(Recipe)} - {"name"}
@@ -151,13 +152,6 @@ def add_variant(spec: str) -> tuple[str, dict]:
     if not name or not changed or name in RECIPES:
         raise SystemExit(f"--variant {spec}: give a new name and at least one FIELD=VALUE, e.g. bnst:bn_stats=true")
     RECIPES[name] = replace(DEFAULT, name=name, **changed)
-    return name, changed
-
-
-def same_settings(row: dict, settings: dict) -> bool:
-    """Whether a cached row was trained with ``settings``, which a row keeps among its own keys (rows written before
-    ``batch_size`` and ``recipe_fields`` were recorded are compared on the others)."""
-    return all(row[k] == v for k, v in settings.items() if k in row)
 
 
 def main() -> None:
@@ -183,7 +177,8 @@ def main() -> None:
                         help="a recipe to pick with --recipes: default with these fields changed (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("build/train_strategies"))
     args = parser.parse_args()
-    variants = dict(add_variant(spec) for spec in args.variant)
+    for spec in args.variant:
+        add_variant(spec)
     data = args.data or hymenoptera_dir()
     if args.low_res:
         data = low_res(data, args.low_res, args.out)
@@ -200,10 +195,9 @@ def main() -> None:
                     lr = args.full_lr if strategy == "full" else args.lr
                     settings = {"lr": lr, "batch_size": args.batch_size, "epochs": [args.freeze_epochs, args.epochs],
                                 "low_res": args.low_res, "upside_down": args.upside_down, "device": args.device,
-                                "recipe_fields": variants.get(recipe, {})}
-                    if record.exists() and not same_settings(json.loads(record.read_text()), settings):
-                        raise SystemExit(f"{run} was trained with other settings than {settings}: use another --out")
-                    if not record.exists():
+                                "recipe_values": {k: v for k, v in asdict(RECIPES[recipe]).items() if k != "name"}}
+                    row = cached_row(record, settings)
+                    if row is None:
                         config = TrainConfig(strategy=strategy, recipe=recipe, lr=lr, batch_size=args.batch_size,
                                              freeze_epochs=args.freeze_epochs, epochs=args.epochs, seed=seed,
                                              device=args.device, workers=args.workers)
@@ -217,7 +211,6 @@ def main() -> None:
                         record.write_text(json.dumps(row, indent=1))
                         for checkpoint in run.glob("*.pt"):
                             checkpoint.unlink()
-                    row = json.loads(record.read_text())
                     rows.append(row)
                     print(json.dumps({k: row[k] for k in ("fraction", "recipe", "strategy", "seed", "best", "last")}),
                           flush=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from .common import REPO, hymenoptera_dir
+from .common import REPO, cached_row, hymenoptera_dir
 
 SIDES = ("fastai", "edgeport")
 FASTAI = "fastai>=2.8,<2.9"
@@ -199,9 +199,7 @@ def main() -> None:
             path = runs_dir / f"{side}-lr{lr:g}-b{batch}-s{seed}.json"
             settings = {"data": str(hymenoptera_dir()), "freeze_epochs": args.freeze_epochs, "epochs": args.epochs,
                         "extra_args": args.fastai_args if side == "fastai" else args.edge_args}
-            if path.exists():
-                if (old := json.loads(path.read_text())["settings"]) != settings:
-                    raise SystemExit(f"{path} was run with {old}, not {settings}: use another --out")
+            if cached_row(path, settings, within="settings") is not None:
                 continue
             r = run_one(side, lr, batch, seed, args, settings)
             path.write_text(json.dumps(r, indent=1))
