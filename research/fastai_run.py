@@ -1,6 +1,6 @@
-"""One fastai fine-tuning run for benchmarks/vs_fastai.py; runs under the fastai venv's Python (fastai and torch only).
+"""One fastai fine-tuning run for research/vs_fastai.py; runs under the fastai venv's Python (fastai and torch only).
 
-    python benchmarks/fastai_run.py DATA --lr 1e-3 --batch-size 16 --seed 0 --freeze-epochs 1 --epochs 2 --json OUT
+    python research/fastai_run.py DATA --lr 1e-3 --batch-size 16 --seed 0 --freeze-epochs 1 --epochs 2 --json OUT
 
 fastai's own recipe as a user writes it: ``ImageDataLoaders.from_folder`` (train/ and val/ folders, labels from the
 parent folder, ``item_tfms=Resize(224)``, no batch transforms), ``vision_learner(dls, mobilenet_v2)``, then

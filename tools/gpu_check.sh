@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU check of the trainer (issue #20), ≤ 5 minutes on one CUDA machine: a 1-GPU run, then a DDP run with
-# one process per visible GPU (torchrun, nccl), both with AMP (bf16 where supported, else fp16 + GradScaler)
+# GPU check of the trainer, ≤ 5 minutes on one CUDA machine (CI has no GPU: there the CUDA path's decisions are
+# unit-tested with a mocked torch.cuda, and this runs them for real): a 1-GPU run, then a DDP run with one process
+# per visible GPU (torchrun, nccl), both with AMP (bf16 where supported, else fp16 + GradScaler)
 # and channels_last, then a 1-GPU run through the GPU half of --aug strong with --tta and --balance weights;
 # prints img/s per epoch and the best accuracy of each from their metrics.json.
 #
-#   benchmarks/gpu_check.sh [DATA_DIR] [OUT_DIR]        (DATA_DIR default: $EDGEPORT_HYMENOPTERA)
+#   tools/gpu_check.sh [DATA_DIR] [OUT_DIR]        (DATA_DIR default: $EDGEPORT_HYMENOPTERA)
 #
 # Each run is cut off after 120 s (timeout); the script fails if any run fails.
 set -euo pipefail

@@ -1,11 +1,11 @@
 """The device install proven on linux/aarch64: ``make arm64-check``, in an emulated Debian 12 arm64 root.
 
-    python -m benchmarks.arm64_check [--data DIR] [--checkpoint best.pt] [--every N] [--study]
+    python -m tools.arm64_check [--data DIR] [--checkpoint best.pt] [--every N] [--study]
 
 On the host (x86-64): a fine-tuned ants/bees checkpoint (``build/release/run/best.pt`` when ``make
 release-model`` made one, else a one-epoch head-only fine-tune), its bundle (onnx, onnx-int8 built with
 ``--target-cpu arm64``, openvino, openvino-int8), a short MJPG clip of val photos, and the x86 reference
-records of ``edge-predict``. Inside the root (``benchmarks.arm64_root``): the base install + ``[camera]``
+records of ``edge-predict``. Inside the root (``tools.arm64_root``): the base install + ``[camera]``
 from aarch64 wheels with no network, then ``edge-predict`` on the same photos:
 
 a. FP32 onnx: the top-1 equals x86 on every photo; max |Δ probability| over all classes;
@@ -14,9 +14,9 @@ c. the bundle's ``--self-test``, where this edge-predict has one;
 d. ``--video`` on the clip: every frame classified, the top-1 equal to x86 on every frame.
 
 The photos are every ``--every``-th val photo (sorted paths; 3 → 51 of 153): emulation costs ~3 s a
-photo. ``--study`` adds issue #19 item 3: the INT8 weight schemes and OpenVINO's ARM CPU plugin inside
-the root. One markdown table on stdout; exit 1 when a check fails. Latencies under qemu are those of an
-emulator, never evidence of ARM speed.
+photo. ``--study`` adds the INT8 weight schemes and OpenVINO's ARM CPU plugin inside the root (the
+rows "3. …"): what an ARM device should be shipped. One markdown table on stdout; exit 1 when a check
+fails. Latencies under qemu are those of an emulator, never evidence of ARM speed.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def root_predict(model: str, inputs: list[str], fmt: str | None, k: int, prefix:
 
 
 def study_models(bundle: Path, data: Path) -> dict[str, Path]:
-    """Issue #19 item 3: the same FP32 model quantized with each weight scheme (calibration and bias
+    """For ``--study``: the same FP32 model quantized with each weight scheme (calibration and bias
     correction as edge-export does them), built once on the host."""
     from edgeport.export.formats.calibration import select_calibration_images
     from edgeport.export.formats.int8_scheme import Int8Scheme, choose_scheme
@@ -350,7 +350,7 @@ def main() -> None:
 
 def study(models: dict[str, Path], bundle: Path, photos: list[Path], rel: list[str], ref: Run, k: int, host_prefix: str,
           root_photos: list[str], prefix: str, openvino: str, done: dict[Path, tuple[Run, Run]]) -> list[tuple[str, str, str, str, bool | None]]:
-    """Item 3 rows: each INT8 scheme, then OpenVINO's ARM CPU plugin on the IR (FP32 and INT8). ``done``: model →
+    """The ``--study`` rows: each INT8 scheme, then OpenVINO's ARM CPU plugin on the IR (FP32 and INT8). ``done``: model →
     (arm64 run, x86 run) already made by the check."""
     rows = []
     for label, path in models.items():

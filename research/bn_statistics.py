@@ -1,11 +1,11 @@
-"""Which BatchNorm statistics a frozen body should normalize with (issue #14): ImageNet's, or statistics recomputed on
+"""Which BatchNorm statistics a frozen body should normalize with: ImageNet's, or statistics recomputed on
 the training photos (AdaBN, Li et al. 2016), scored by the linear probe on the resulting features.
 
-    python -m benchmarks.bn_statistics [DATA_DIR] [--variants original,low-res-24,upside-down] [--out build/bn_statistics]
+    python -m research.bn_statistics [DATA_DIR] [--variants original,low-res-24,upside-down] [--out build/bn_statistics]
 
 The default recipe keeps ImageNet's statistics in every frozen BatchNorm layer (``train_bn`` off); ``full`` lets them
 follow the training batches from the first step. On photos unlike ImageNet's (a variant made from DATA_DIR, as
-``benchmarks.train_strategies`` makes them) the recomputed statistics are the ones that describe the data, so they
+``research.train_strategies`` makes them) the recomputed statistics are the ones that describe the data, so they
 might be expected to help. This measures it without training: features of the train and val photos (eval transform)
 through the ImageNet body, once as it is and once after a pass over the training photos in train mode with
 cumulative running statistics, then the probe's head (L2 by repeated 3-fold log-loss, as ``edge-train`` picks it)

@@ -1,7 +1,7 @@
 """onnx-int8's weight bit widths side by side: how much accuracy each choice keeps and what it costs
 in latency, on photos the calibration never saw (why depthwise weights keep 8 bits on AVX2).
 
-    python -m benchmarks.int8_schemes BUNDLE [--calib-size 100] [--threads 2] [--runs 100]
+    python -m research.int8_schemes BUNDLE [--calib-size 100] [--threads 2] [--runs 100]
 
 BUNDLE is an edge-export bundle with the ``onnx`` format. Every scheme is calibrated on the same
 ``--calib-size`` hymenoptera train photos edge-export would pick and scored by top-1 agreement with

@@ -1,10 +1,10 @@
-"""fastai vs edge-train (issue #14, item 3): one fine-tuning recipe each, same split, architecture, weights, epochs
+"""fastai vs edge-train: one fine-tuning recipe each, same split, architecture, weights, epochs
 and LR × batch grid; one table of best and last-epoch val accuracy and training seconds, mean ± SD over seeds.
 
-    python -m benchmarks.vs_fastai [--lrs 1e-3,2e-3,5e-3,1e-2 --batches 16,32 --seeds 0,1,2 --sides fastai,edgeport]
+    python -m research.vs_fastai [--lrs 1e-3,2e-3,5e-3,1e-2 --batches 16,32 --seeds 0,1,2 --sides fastai,edgeport]
         [--freeze-epochs 1 --epochs 2] [--edge-args "--recipe classic"] [--out build/vs_fastai] [--table-only]
 
-fastai runs benchmarks/fastai_run.py (vision_learner + fine_tune) under its own venv, build/fastai-venv, made on first
+fastai runs research/fastai_run.py (vision_learner + fine_tune) under its own venv, build/fastai-venv, made on first
 use: fastai 2.8 and its non-torch requirements, with this interpreter's torch and torchvision reached through a .pth
 file so both sides train on the same torch. edgeport runs the edge-train CLI. Both: MobileNetV2 IMAGENET1K_V1, CPU,
 no loader workers, one process per run. Each run writes OUT/runs/NAME.json and a re-run skips those, so an
@@ -77,7 +77,7 @@ def run_one(side: str, lr: float, batch: int, seed: int, args: argparse.Namespac
     common = [str(hymenoptera_dir()), "--lr", f"{lr:g}", "--batch-size", str(batch), "--seed", str(seed),
               "--freeze-epochs", str(args.freeze_epochs), "--epochs", str(args.epochs)]
     if side == "fastai":
-        cmd = [local(args.fastai_python), local(REPO / "benchmarks" / "fastai_run.py"), *common,
+        cmd = [local(args.fastai_python), local(REPO / "research" / "fastai_run.py"), *common,
                "--json", str(folder / "fastai.json"), *shlex.split(args.fastai_args)]
     else:
         edge_train = Path(sys.executable).with_name("edge-train")
@@ -165,7 +165,7 @@ def write_results(records: list[dict[str, Any]], out: Path) -> None:
     first = {side: next((r for r in records if r["side"] == side), None) for side in SIDES}
     env = {"fastai": first["fastai"] and first["fastai"]["fastai"], "torch": importlib.metadata.version("torch"),
            "cpus": os.cpu_count(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "runs": len(records), "tabulated by": shlex.join(["python", "-m", "benchmarks.vs_fastai", *sys.argv[1:]]),
+           "runs": len(records), "tabulated by": shlex.join(["python", "-m", "research.vs_fastai", *sys.argv[1:]]),
            **{f"{side}_command": r["command"] for side, r in first.items() if r}}
     text = table(rows)
     environment = "\n".join(f"- {key}: `{value}`" for key, value in env.items())

@@ -1,7 +1,7 @@
 """OpenVINO FP32 against onnxruntime FP32, batch 1, under the CPU plugin settings that matter, and
 where OpenVINO's time goes (its per-layer ``PERF_COUNT``, summed by kernel).
 
-    python -m benchmarks.openvino_config BUNDLE [--threads 2] [--runs 100]
+    python -m research.openvino_config BUNDLE [--threads 2] [--runs 100]
 
 BUNDLE is an edge-export bundle with ``onnx`` and ``openvino`` formats. Every configuration is timed
 in the same run with ``edgeport.export.timing`` (settled blocks), so the ratios are comparable.

@@ -1,13 +1,13 @@
-"""Why the default head standardizes its features (issue #14): the linear probe and one epoch of head training from it,
-on raw against standardized features of the frozen ImageNet body, across the LR × batch grid of benchmarks/vs_fastai.
+"""Why the default head standardizes its features: the linear probe and one epoch of head training from it,
+on raw against standardized features of the frozen ImageNet body, across the LR × batch grid of research/vs_fastai.
 
-    python -m benchmarks.head_features [--arch mobilenet_v2] [--seeds 0,1,2] [--out build/head_features]
+    python -m research.head_features [--arch mobilenet_v2] [--seeds 0,1,2] [--out build/head_features]
 
 Features: what the head receives for each hymenoptera photo (eval transform: Resize 256 → CenterCrop 224), computed
 once. Per feature layout (raw; standardized with the training photos' mean and variance, as ``head_init`` sets them):
 the probe's val accuracy (L2 by repeated 3-fold log-loss, as edge-train picks it), then, from that probe, one epoch of
 AdamW (weight decay 0.01) with the recipe's one-cycle shape at each LR and batch, as a head-only epoch after the probe
-runs it (``--freeze-epochs 2`` or more; until issue #14's fourth installment, every run's frozen epoch), but on the
+runs it (``--freeze-epochs 2`` or more: every frozen epoch after the probe's own starts from it), but on the
 fixed features (no augmentation): val accuracy after it, mean over the seeds' shuffles. A head whose accuracy falls
 after an epoch at an LR a user picks is thrown off its optimum by the optimizer, not by the data.
 """
@@ -104,7 +104,7 @@ def main() -> None:
         lines.append(f"| {name} (L2 {l2:g}) | {100 * results[name]['probe']:.2f} | "
                      + " | ".join(f"{100 * a:.2f}" for a in after.values()) + f" | {100 * fmean(after.values()):.2f} |")
     table = "\n".join(lines)
-    command = f"python -m benchmarks.head_features --arch {args.arch} --seeds {args.seeds}"
+    command = f"python -m research.head_features --arch {args.arch} --seeds {args.seeds}"
     note = (f"Val accuracy in % on {len(yv)} photos ({len(yt)} train), {args.arch} features ({xt.shape[1]}); after one "
             f"epoch: mean over seeds {args.seeds}. Mean raw feature {xt.mean():.3f}, "
             f"{time.perf_counter() - start:.0f} s.")

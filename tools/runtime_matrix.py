@@ -1,7 +1,7 @@
 """The runtime versions devices really have: a bundle's formats in venvs with the oldest onnxruntime and
 OpenVINO that pyproject.toml declares, against the newest, on the same photos.
 
-    python -m benchmarks.runtime_matrix BUNDLE PHOTOS_DIR [--max-images N]
+    python -m tools.runtime_matrix BUNDLE PHOTOS_DIR [--max-images N]
 
 Each environment is a fresh venv under ``build/runtime-matrix/`` (kept for the next run) with the runtime
 pinned to the declared floor (``onnxruntime>=X.Y`` → ``onnxruntime~=X.Y.0``, likewise OpenVINO; ``numpy<2``

@@ -1,7 +1,7 @@
 """Where onnxruntime spends a batch-1 call, FP32 against INT8, by kind of operator: which layers
 INT8 speeds up on this CPU and which it does not (onnxruntime's own profiler, per kernel).
 
-    python -m benchmarks.int8_profile BUNDLE [--threads 2] [--runs 60]
+    python -m research.int8_profile BUNDLE [--threads 2] [--runs 60]
 
 BUNDLE is an edge-export bundle with ``onnx`` and ``onnx-int8``. Convolutions are split into
 depthwise (``group`` > 1) and the rest; times are per call, with profiling on (so a little above the

@@ -1,6 +1,6 @@
 """Transfer-learning scenarios side by side: head-only vs finetune vs full, on less and less data, per recipe.
 
-    python -m benchmarks.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
+    python -m research.train_strategies [DATA_DIR] [--fractions 0.25,0.5,1 --recipes default,classic
         --strategies head,finetune,full --lr 5e-3 --full-lr 1e-4 --seeds 0 --freeze-epochs 1 --epochs 2 --low-res N
         --upside-down --device cpu --workers N --variant NAME:FIELD=VALUE[,FIELD=VALUE]]
 
@@ -12,8 +12,8 @@ run reports how far fine-tuning moved the body: the relative weight change ‖W 
 against the ImageNet weights at the end of training (``edge-explain``'s weight-change view), as the mean over the first, middle
 and last third of the blocks. ``--low-res N`` first makes every photo (train and val) a low-resolution one: its shorter
 side shrunk to N pixels and blown back up, as a distant or cheap camera sees the subject. ImageNet's features fit such
-photos worse, so the head alone falls short and leaves room for fine-tuning (a step towards the issue's "dissimilar
-data" scenario, made from the photos we have). ``--upside-down`` changes the task instead of the photos: every photo
+photos worse, so the head alone falls short and leaves room for fine-tuning (a step towards the "dissimilar
+data" scenario of transfer learning, made from the photos we have). ``--upside-down`` changes the task instead of the photos: every photo
 is shown upright and turned 180°, and the classes are those two. No ImageNet class depends on which way up a photo is,
 so the features hold little of it: the "task unlike ImageNet's" scenario, where the body has to learn.
 ``--variant bnst:bn_stats=true`` adds a recipe ``bnst``, ``default`` with those fields changed, to pick with
