@@ -368,174 +368,269 @@ def fit(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, progress
 
 def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: bool, state: dict[str, Any] | None,
          ctx: Dist) -> TrainResult:
-    say = tqdm.write if ctx.is_main else (lambda *_: None)
-    if config.batch_size % ctx.world_size:
-        raise UsageError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
-                         f"{ctx.world_size} processes")
-    per_rank = config.batch_size // ctx.world_size
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = ctx.device
-    say(f"{ctx.world_size} process(es), backend {ctx.backend or 'none'}, device {device}: global batch "
-        f"{config.batch_size} = {ctx.world_size} × {per_rank} per process. {LR_SCALING_RULE}.")
-    split, contract, model, train_loader, val_loader, generator = _prepare(data_dir, out_dir, config, device, ctx)
-    if state is not None and state["classes"] != split.classes:
-        raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
-                         f"{split.classes}; pass the same DATA_DIR")
-    if state is not None and state.get("world_size", 1) != ctx.world_size:  # the schedule counts per-process steps
-        raise UsageError(f"--resume {out_dir}: the run used {state.get('world_size', 1)} process(es), this one "
-                         f"{ctx.world_size}; resume with the same number")
-    found = None
-    recipe = get_recipe(config.recipe)
-    probe: ProbeResult | None = None
+    """``fit`` inside the process group: set-up, the phases' epochs, then the best epoch's reports."""
+    run = _Run(data_dir, out_dir, config, progress, state, ctx)
+    run.resolve_lr()
+    run.restore()
+    run.prepare_training()
+    run.train()
+    return run.finish()
 
-    def fit_head() -> ProbeResult:
-        """The probe; the files it could not decode reach the data report, and a far --lr its 10× line."""
-        fitted = _fit_head(model, split, contract, per_rank, device, ctx, config.seed, progress, say)
-        train_loader.failures.update(fitted.undecodable)
-        advice = _lr_advice(config, fitted.lr_find)
+
+class _Run:
+    """One run's state, shared by its steps. Each step is a method, called in the order of ``_fit``: the order of
+    the RNG draws, the printed lines and the files is the run's, so a seed repeats it bit for bit."""
+
+    def __init__(self, data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: bool,
+                 state: dict[str, Any] | None, ctx: Dist) -> None:
+        """Set-up: the per-process batch, the data, the model with its new head and the loaders; a resumed run must
+        see the same classes and number of processes as the run it continues."""
+        self.say: Callable[[str], None] = tqdm.write if ctx.is_main else (lambda *_: None)
+        if config.batch_size % ctx.world_size:
+            raise UsageError(f"--batch-size {config.batch_size} (the global batch) must be a multiple of the "
+                             f"{ctx.world_size} processes")
+        self.config, self.progress, self.state, self.ctx, self.out_dir = config, progress, state, ctx, out_dir
+        self.per_rank = config.batch_size // ctx.world_size
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device = ctx.device
+        self.say(f"{ctx.world_size} process(es), backend {ctx.backend or 'none'}, device {device}: global batch "
+                 f"{config.batch_size} = {ctx.world_size} × {self.per_rank} per process. {LR_SCALING_RULE}.")
+        (self.split, self.contract, self.model, self.train_loader, self.val_loader,
+         self.generator) = _prepare(data_dir, out_dir, config, device, ctx)
+        if state is not None and state["classes"] != self.split.classes:
+            raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
+                             f"{self.split.classes}; pass the same DATA_DIR")
+        if state is not None and state.get("world_size", 1) != ctx.world_size:  # the schedule counts per-process steps
+            raise UsageError(f"--resume {out_dir}: the run used {state.get('world_size', 1)} process(es), this one "
+                             f"{ctx.world_size}; resume with the same number")
+        self.recipe = get_recipe(config.recipe)
+        self.probe: ProbeResult | None = None
+        self.lr_sweep: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.throughput: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.best_eval: dict[str, torch.Tensor] = {}
+        self.done = 0  # epochs finished before a resume
+        self.best_path, self.last_path = out_dir / "best.pt", out_dir / "last.pt"
+        # The current phase's: the model DDP wraps, and its optimizer and schedule (None in a probe phase).
+        self.net: nn.Module = self.model
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+
+    def fit_probe(self) -> ProbeResult:
+        """The linear probe; the files it could not decode reach the data report, and a far --lr its 10× line."""
+        fitted = _fit_head(self.model, self.split, self.contract, self.per_rank, self.device, self.ctx,
+                           self.config.seed, self.progress, self.say)
+        self.train_loader.failures.update(fitted.undecodable)
+        advice = _lr_advice(self.config, fitted.lr_find)
         if advice:
-            say(advice)
+            self.say(advice)
         return fitted
 
-    if config.lr == "auto" and state is None and recipe.head_init == "linear_probe":
-        probe = fit_head()
-        found = probe.lr_find  # the sweep of the head the run trains, on the probe's features: milliseconds
-        if ctx.is_main:
-            _report_sweep(LRFindResult(**found), out_dir)
-        config = replace(config, lr=found["valley"])
-    elif config.lr == "auto":
-        found = _on_main(ctx, lambda: _run_lr_find(model, train_loader, device, out_dir, config, progress).to_dict())
-        config = replace(config, lr=found["valley"])
+    def resolve_lr(self) -> None:
+        """``--lr auto`` becomes the valley of a sweep: with the recipe's probe, the sweep of the head the run trains,
+        on the probe's features (milliseconds); otherwise the LR finder on images (rank 0). A resume keeps its LR."""
+        if self.config.lr != "auto":
+            return
+        if self.state is None and self.recipe.head_init == "linear_probe":
+            self.probe = self.fit_probe()
+            self.lr_sweep = self.probe.lr_find
+            if self.ctx.is_main:
+                _report_sweep(LRFindResult(**self.lr_sweep), self.out_dir)
+        else:
+            self.lr_sweep = _on_main(self.ctx, lambda: _run_lr_find(self.model, self.train_loader, self.device,
+                                                                   self.out_dir, self.config, self.progress).to_dict())
+        self.config = replace(self.config, lr=self.lr_sweep["valley"])
 
-    history: list[dict[str, Any]] = []
-    throughput: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    best_eval: dict[str, torch.Tensor] = {}
-    done = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        history, best, best_eval, done = state["history"], state["best"], state["best_eval"], state["epoch"]
-        throughput = state.get("throughput", [])
-        found = state.get("lr_find")
-        _set_rng_state(state["rng"], generator)
-        say(f"resuming {out_dir} after epoch {done} with its saved settings")
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    metrics: dict[str, Any] = {"config": asdict(config), "device": str(device), "world_size": ctx.world_size,
-                               "backend": ctx.backend, "global_batch": config.batch_size, "per_process_batch": per_rank,
-                               "amp": str(amp_dtype(device)).removeprefix("torch.") if use_amp(device) else None,
-                               "channels_last": use_channels_last(device),
-                               "data": {k: v for k, v in split.report().items() if k != "skipped"},
-                               "skipped": split.skipped, "lr_find": found}
-    scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
-    batch_augment = train_transforms(contract, config.aug, device)[1]  # the GPU half of --aug, or None
-    weight = class_weights([label for _, label in split.train], len(split.classes)) if config.balance == "weights" else None
-    criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
-                                    label_smoothing=recipe.label_smoothing)
-    metrics["recipe"] = asdict(recipe)
-    phases = config.phases()
-    if state is not None:
-        metrics["linear_probe"] = state.get("linear_probe")
-        if state.get("head_refit"):
-            metrics["head_refit"] = state["head_refit"]
-    elif recipe.head_init == "linear_probe":
-        if probe is None and not any(p.probe for p in phases):  # full, or --freeze-epochs 0: the probe starts the head
-            probe = fit_head()
-        if probe is not None:
-            metrics["linear_probe"] = asdict(probe)
-    # recipe.ema_horizon: the weights every epoch evaluates and best.pt holds are an average of the trained ones
-    average = make_average(model, recipe.ema_horizon, len(train_loader)) if recipe.ema_horizon > 0 else None
-    if average is not None and state is not None and state.get("average") is not None:
-        average.load_state_dict(state["average"])
+    def restore(self) -> None:
+        """A resumed run takes back its weights, history, best epoch, LR sweep and RNG state from ``last.pt``."""
+        state = self.state
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.history, self.best, self.best_eval, self.done = state["history"], state["best"], state["best_eval"], state["epoch"]
+        self.throughput = state.get("throughput", [])
+        self.lr_sweep = state.get("lr_find")
+        _set_rng_state(state["rng"], self.generator)
+        self.say(f"resuming {self.out_dir} after epoch {self.done} with its saved settings")
 
-    def scored() -> nn.Module:
+    def prepare_training(self) -> None:
+        """What every epoch uses: the metrics' settings, the loss, the phases, the probe that starts the head when no
+        phase fits it, and the weight average."""
+        config, device, split, ctx, recipe, state = (self.config, self.device, self.split, self.ctx, self.recipe,
+                                                     self.state)
+        self.metrics: dict[str, Any] = {
+            "config": asdict(config), "device": str(device), "world_size": ctx.world_size, "backend": ctx.backend,
+            "global_batch": config.batch_size, "per_process_batch": self.per_rank,
+            "amp": str(amp_dtype(device)).removeprefix("torch.") if use_amp(device) else None,
+            "channels_last": use_channels_last(device),
+            "data": {k: v for k, v in split.report().items() if k != "skipped"},
+            "skipped": split.skipped, "lr_find": self.lr_sweep}
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
+        self.batch_augment = train_transforms(self.contract, config.aug, device)[1]  # the GPU half of --aug, or None
+        weight = class_weights([label for _, label in split.train], len(split.classes)) \
+            if config.balance == "weights" else None
+        self.criterion = nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device),
+                                             label_smoothing=recipe.label_smoothing)
+        self.metrics["recipe"] = asdict(recipe)
+        self.phases = config.phases()
+        if state is not None:
+            self.metrics["linear_probe"] = state.get("linear_probe")
+            if state.get("head_refit"):
+                self.metrics["head_refit"] = state["head_refit"]
+        elif recipe.head_init == "linear_probe":
+            # full, or --freeze-epochs 0: no phase fits the head, so the probe starts it here
+            if self.probe is None and not any(p.probe for p in self.phases):
+                self.probe = self.fit_probe()
+            if self.probe is not None:
+                self.metrics["linear_probe"] = asdict(self.probe)
+        # recipe.ema_horizon: the weights every epoch evaluates and best.pt holds are an average of the trained ones
+        self.average = make_average(self.model, recipe.ema_horizon, len(self.train_loader)) \
+            if recipe.ema_horizon > 0 else None
+        if self.average is not None and state is not None and state.get("average") is not None:
+            self.average.load_state_dict(state["average"])
+
+    def scored(self) -> nn.Module:
         """What an epoch evaluates and best.pt holds: the average once it has taken a step, else the model."""
-        return model if average is None or int(average.n_averaged) == 0 else average.module
+        return self.model if self.average is None or int(self.average.n_averaged) == 0 else self.average.module
 
-    say(reports.table_header())
-    epoch = 0
-    for phase in phases:
-        phase_start, epoch = epoch, epoch + phase.epochs
-        if epoch <= done:
-            continue  # finished before the resume
-        optimizer: torch.optim.Optimizer | None = None
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        if not phase.probe:
-            groups = set_trainable(model, phase)
-            # DDP registers the parameters that need gradients when it wraps the model: once per phase.
-            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-                if ctx.active else model
-            optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * len(train_loader),
-                pct_start=_pct_start(phase.schedule.pct_start, phase.epochs * len(train_loader)),
-                div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
-            )
-            if state is not None and phase_start < done:  # killed mid-phase: same optimizer and schedule position
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-        for current in range(max(done, phase_start) + 1, epoch + 1):
-            start = time.perf_counter()
-            if phase.probe:  # the head solved on one pass of the frozen body's features: the same on every rank
-                if probe is None:  # (already fitted for --lr auto)
-                    probe = fit_head()
-                    metrics["linear_probe"] = asdict(probe)
-                loss_sum, seen = probe.train_loss * probe.images, probe.images
-                train_seconds = probe.seconds
-            else:
-                train_loader.sampler.set_epoch(current)  # a new shuffle each epoch, the same on every rank
-                if ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
-                    seed_everything(config.seed + 1000 * ctx.rank + current)
-                train_mode(model, phase.bn_stats)
-                loss_sum, seen = 0.0, 0
-                bar = tqdm(train_loader, desc=f"epoch {current} ({phase.name})", leave=False, disable=not progress)
-                for x, y in bar:
-                    loss_sum += train_step(net, x, y, optimizer, scaler, device, batch_augment, criterion) * len(y)
-                    seen += len(y)
-                    scheduler.step()
-                    if average is not None:
-                        average.update_parameters(model)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-                train_seconds = time.perf_counter() - start
-                loss_sum, seen = ctx.sum(loss_sum, seen)
-                if phase.refit and current == epoch:  # the run's last epoch: the head it ends with, fitted in closed
-                    # form on the trained body's eval-transform features (strategies.plan_phases: why)
-                    refit = _fit_head(scored(), split, contract, per_rank, device, ctx, config.seed, progress, say,
-                                      metrics["linear_probe"]["l2"])  # (the recipe has a probe: recipe.Recipe)
-                    metrics["head_refit"] = {"epoch": current, **asdict(refit)}
-            evaluation, decoded = _gather_evaluation(ctx, evaluate(scored(), val_loader, device))
-            if _record_failures(ctx, split, [train_loader, val_loader], out_dir):
-                metrics["skipped"] = split.skipped
-            accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
-            row = {"epoch": current, "phase": phase.name, "train_loss": loss_sum / seen,
-                   "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
-                   "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
-            if config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
-                row["val_accuracy_tta"] = _gathered_tta(ctx, scored(), val_loader, device)
-            history.append(row)
-            throughput.append({"epoch": current, "train_images": int(seen), "train_seconds": train_seconds,
-                               "images_per_second": seen / train_seconds})
-            say(reports.table_row(row) + (f"  (TTA accuracy {row['val_accuracy_tta']:.4f})" if config.tta else ""))
-            improved = not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
-            if improved:
-                best, best_eval = dict(row), evaluation
-                best_eval["decoded"] = decoded
-            if ctx.is_main:  # only rank 0 writes; the other ranks hold the same numbers
-                val_files = [str(p) for p in _decoded_files(split, best_eval.get("decoded"))]
-                if improved:
-                    save_checkpoint(best_path, arch=config.arch, state_dict=scored().state_dict(), contract=contract,
-                                    epoch=current, metrics=best, val_files=val_files, head=recipe.head)
-                save_run_state(last_path, {
-                    "config": asdict(config), "classes": split.classes, "epoch": current, "model": model.state_dict(),
-                    "optimizer": optimizer and optimizer.state_dict(), "scheduler": scheduler and scheduler.state_dict(),
-                    "rng": _rng_state(generator), "history": history, "best": best, "best_eval": best_eval,
-                    "lr_find": metrics["lr_find"], "throughput": throughput, "world_size": ctx.world_size,
-                    "linear_probe": metrics.get("linear_probe"), "head_refit": metrics.get("head_refit"),
-                    "average": None if average is None else average.state_dict(),
-                })
-                reports.write_metrics(out_dir, {**metrics, "best": best, "history": history, "throughput": throughput})
-    metrics.update(best=best, history=history, throughput=throughput)
-    if ctx.is_main:
-        val_files = _decoded_files(split, best_eval.pop("decoded", None))
-        _write_reports(out_dir, split.classes, val_files, best_eval, metrics)
-    ctx.barrier()  # the other ranks wait for rank 0's files before the process group closes
-    return TrainResult(best_path, out_dir / "metrics.json", best, history, last_path, metrics["lr_find"])
+    def train(self) -> None:
+        """The phases in order, each from its first epoch not yet done (after a resume, later ones only)."""
+        self.say(reports.table_header())
+        end = 0
+        for phase in self.phases:
+            start, end = end, end + phase.epochs
+            if end <= self.done:
+                continue  # finished before the resume
+            self.start_phase(phase, resumed_inside=self.state is not None and start < self.done)
+            for epoch in range(max(self.done, start) + 1, end + 1):
+                self.run_epoch(phase, epoch, last_of_phase=epoch == end)
+
+    def start_phase(self, phase: Phase, resumed_inside: bool) -> None:
+        """A phase that steps gets its trainable layers, DDP wrapper, AdamW and one-cycle schedule; a phase resumed
+        after some of its epochs takes back their optimizer and schedule position."""
+        self.net, self.optimizer, self.scheduler = self.model, None, None
+        if phase.probe:
+            return
+        groups = set_trainable(self.model, phase)
+        # DDP registers the parameters that need gradients when it wraps the model: once per phase.
+        if self.ctx.active:
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index]
+                                               if self.device.type == "cuda" else None)
+        steps = phase.epochs * len(self.train_loader)
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.recipe.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps,
+            pct_start=_pct_start(phase.schedule.pct_start, steps),
+            div_factor=phase.schedule.div, final_div_factor=phase.schedule.final_div,
+        )
+        if resumed_inside:  # killed mid-phase: same optimizer and schedule position
+            self.optimizer.load_state_dict(self.state["optimizer"])
+            self.scheduler.load_state_dict(self.state["scheduler"])
+
+    def run_epoch(self, phase: Phase, epoch: int, last_of_phase: bool) -> None:
+        """One epoch: train (or fit the probe), evaluate, print its row, and rank 0 writes the files."""
+        start = time.perf_counter()
+        if phase.probe:
+            loss_sum, seen, train_seconds = self.probe_epoch()
+        else:
+            loss_sum, seen, train_seconds = self.sgd_epoch(phase, epoch, start)
+            if phase.refit and last_of_phase:
+                self.refit_head(epoch)
+        improved = self.validate(phase, epoch, start, loss_sum, seen, train_seconds)
+        if self.ctx.is_main:  # only rank 0 writes; the other ranks hold the same numbers
+            self.save(epoch, improved)
+
+    def probe_epoch(self) -> tuple[float, int, float]:
+        """The head solved on one pass of the frozen body's features, the same on every rank (already fitted for
+        ``--lr auto``): its loss sum, image count and seconds."""
+        if self.probe is None:
+            self.probe = self.fit_probe()
+            self.metrics["linear_probe"] = asdict(self.probe)
+        return self.probe.train_loss * self.probe.images, self.probe.images, self.probe.seconds
+
+    def sgd_epoch(self, phase: Phase, epoch: int, start: float) -> tuple[float, int, float]:
+        """One pass of SGD steps over this rank's shuffled shard: the loss sum and image count over every rank, and
+        this rank's seconds."""
+        self.train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
+        if self.ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
+            seed_everything(self.config.seed + 1000 * self.ctx.rank + epoch)
+        train_mode(self.model, phase.bn_stats)
+        loss_sum, seen = 0.0, 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch} ({phase.name})", leave=False, disable=not self.progress)
+        for x, y in bar:
+            loss_sum += train_step(self.net, x, y, self.optimizer, self.scaler, self.device, self.batch_augment,
+                                   self.criterion) * len(y)
+            seen += len(y)
+            self.scheduler.step()
+            if self.average is not None:
+                self.average.update_parameters(self.model)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        train_seconds = time.perf_counter() - start
+        loss_sum, seen = self.ctx.sum(loss_sum, seen)
+        return loss_sum, seen, train_seconds
+
+    def refit_head(self, epoch: int) -> None:
+        """The run's last epoch: the head it ends with, fitted in closed form on the trained body's eval-transform
+        features (strategies.plan_phases: why), with the probe's L2 (a recipe with a refit has a probe)."""
+        refit = _fit_head(self.scored(), self.split, self.contract, self.per_rank, self.device, self.ctx,
+                          self.config.seed, self.progress, self.say, self.metrics["linear_probe"]["l2"])
+        self.metrics["head_refit"] = {"epoch": epoch, **asdict(refit)}
+
+    def validate(self, phase: Phase, epoch: int, start: float, loss_sum: float, seen: int,
+                 train_seconds: float) -> bool:
+        """The epoch's validation pass over every rank's shard: its row in the history, printed; True if it is the
+        best so far (plain accuracy, then loss), which then becomes ``best``."""
+        ctx = self.ctx
+        evaluation, decoded = _gather_evaluation(ctx, evaluate(self.scored(), self.val_loader, self.device))
+        if _record_failures(ctx, self.split, [self.train_loader, self.val_loader], self.out_dir):
+            self.metrics["skipped"] = self.split.skipped
+        accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
+        row = {"epoch": epoch, "phase": phase.name, "train_loss": loss_sum / seen,
+               "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
+               "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
+        if self.config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
+            row["val_accuracy_tta"] = _gathered_tta(ctx, self.scored(), self.val_loader, self.device)
+        self.history.append(row)
+        self.throughput.append({"epoch": epoch, "train_images": int(seen), "train_seconds": train_seconds,
+                                "images_per_second": seen / train_seconds})
+        self.say(reports.table_row(row) + (f"  (TTA accuracy {row['val_accuracy_tta']:.4f})" if self.config.tta else ""))
+        best = self.best
+        improved = not best or (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+        if improved:
+            self.best, self.best_eval = dict(row), evaluation
+            self.best_eval["decoded"] = decoded
+        return improved
+
+    def save(self, epoch: int, improved: bool) -> None:
+        """Rank 0's files after every epoch: ``best.pt`` when it improved, ``last.pt`` for ``--resume`` (everything
+        a resume restores), and metrics.json so far."""
+        config, metrics = self.config, self.metrics
+        val_files = [str(p) for p in _decoded_files(self.split, self.best_eval.get("decoded"))]
+        if improved:
+            save_checkpoint(self.best_path, arch=config.arch, state_dict=self.scored().state_dict(),
+                            contract=self.contract, epoch=epoch, metrics=self.best, val_files=val_files,
+                            head=self.recipe.head)
+        save_run_state(self.last_path, {
+            "config": asdict(config), "classes": self.split.classes, "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.optimizer and self.optimizer.state_dict(),
+            "scheduler": self.scheduler and self.scheduler.state_dict(),
+            "rng": _rng_state(self.generator), "history": self.history, "best": self.best, "best_eval": self.best_eval,
+            "lr_find": metrics["lr_find"], "throughput": self.throughput, "world_size": self.ctx.world_size,
+            "linear_probe": metrics.get("linear_probe"), "head_refit": metrics.get("head_refit"),
+            "average": None if self.average is None else self.average.state_dict(),
+        })
+        reports.write_metrics(self.out_dir, {**metrics, "best": self.best, "history": self.history,
+                                             "throughput": self.throughput})
+
+    def finish(self) -> TrainResult:
+        """End of run: the best epoch's per-class metrics and pictures (rank 0); every rank waits for those files
+        before the process group closes."""
+        metrics = self.metrics
+        metrics.update(best=self.best, history=self.history, throughput=self.throughput)
+        if self.ctx.is_main:
+            val_files = _decoded_files(self.split, self.best_eval.pop("decoded", None))
+            _write_reports(self.out_dir, self.split.classes, val_files, self.best_eval, metrics)
+        self.ctx.barrier()
+        return TrainResult(self.best_path, self.out_dir / "metrics.json", self.best, self.history, self.last_path,
+                           metrics["lr_find"])
