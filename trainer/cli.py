@@ -71,7 +71,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--recipe", type=click.Choice(recipe_names()), default=DEFAULT_RECIPE,
               help="Per-phase LRs, schedules, BatchNorm and loss settings (docs/training.md, 'Recipe, measured'). "
                    "default: the head-only epoch is a linear probe, BatchNorm keeps ImageNet statistics; classic: the "
-                   "earlier recipe (random head, lr/10, geometric body LRs); fastai: fastai's fine_tune settings.")
+                   "baseline (random head, lr/10, geometric body LRs); fastai: fastai's fine_tune settings.")
 @click.option("--balance", type=click.Choice(BALANCE_MODES), default="none",
               help="Class imbalance: weights (class-weighted loss) or sampler (class-balanced batches, one process).")
 @click.option("--tta", is_flag=True,

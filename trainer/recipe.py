@@ -65,7 +65,8 @@ class Recipe:
             raise ValueError(f"recipe {self.name}: probed_head_lr_div divides the LR of epochs after a linear probe")
 
 
-#: The recipe up to issue #14: the unfrozen head at lr/10, short warm-ups, frozen BatchNorm in eval mode.
+#: A random head trained by AdamW, the unfrozen head at lr/10, geometric body LRs, short warm-ups, frozen BatchNorm in
+#: eval mode: the baseline every change of ``default`` is measured against, and the base the other recipes change.
 CLASSIC = Recipe(
     name="classic",
     unfrozen_lr_div=10.0,
@@ -78,11 +79,11 @@ CLASSIC = Recipe(
     weight_decay=0.01,
 )
 
-#: The default since issue #14: ``classic`` with the head-only epoch a linear probe on standardized features, the
-#: unfrozen head at lr/2 and the body flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in
-#: finetune/gradual, the weights averaged over half an epoch, the head refitted on eval features at the end, and
-#: head-only epochs after the probe at lr/10: each measured better (docs/training.md, "Recipe, measured"); fastai's
-#: schedules, train_bn and label smoothing stay off.
+#: ``classic`` with the head-only epoch a linear probe on standardized features, the unfrozen head at lr/2 and the body
+#: flat at head/100 (fastai's values), BatchNorm keeping ImageNet's statistics in finetune/gradual, the weights averaged
+#: over half an epoch, the head refitted on eval features at the end, and head-only epochs after the probe at lr/10:
+#: each is here because it measured better than ``classic`` without it (docs/training.md, "Recipe, measured").
+#: fastai's schedules and train_bn are left to the ``fastai`` recipe, to measure against; label smoothing is 0 in all three.
 DEFAULT = replace(CLASSIC, name="default", unfrozen_lr_div=2.0, head_init="linear_probe", bn_stats=False, flat_body=True,
                   head="standardized", ema_horizon=0.5, head_refit=True, probed_head_lr_div=10.0)
 

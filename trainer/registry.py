@@ -56,7 +56,7 @@ AUG_PRESETS: dict[str, AugPreset] = {
     p.name: p
     for p in (
         AugPreset("none", crop_scale=None),
-        # The long-standing default: crops of at least a third of the image, and mirror flips.
+        # The default (TrainConfig.aug): crops of at least a third of the image, and mirror flips.
         AugPreset("light", crop_scale=(0.35, 1.0), flip_p=0.5),
         # fastai's aug_transforms spirit: smaller crops, a little rotation, lighting changes.
         AugPreset("strong", crop_scale=(0.2, 1.0), flip_p=0.5, brightness=0.3, contrast=0.3, saturation=0.3,
