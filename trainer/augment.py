@@ -19,7 +19,7 @@ from edgeport.runtime.errors import UsageError
 from torch import nn
 from torchvision.transforms import InterpolationMode, v2
 
-from .registry import AUG_PRESETS, AugPreset, aug_names
+from .choices import AUG_PRESETS, AugPreset, aug_names
 from .transforms import eval_transform
 
 __all__ = ["AugPreset", "AUG_PRESETS", "aug_names", "train_transforms", "BatchAugment"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from .registry import BALANCE_MODES
+from .choices import BALANCE_MODES
 
 __all__ = ["BALANCE_MODES", "class_weights", "balanced_sampler"]
 

@@ -32,7 +32,7 @@ def save_checkpoint(
         "kind": CHECKPOINT_KIND,
         "version": CHECKPOINT_VERSION,
         "arch": arch,
-        "head": head,  # registry.HEADS; a checkpoint without it has the architecture's own Linear head
+        "head": head,  # choices.HEADS; a checkpoint without it has the architecture's own Linear head
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         "contract": contract.to_dict(),
         "epoch": epoch,

@@ -8,8 +8,8 @@ import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
 from edgeport.runtime.errors import UsageError
 
+from .choices import BALANCE_MODES, STRATEGIES, arch_names, aug_names
 from .recipe import DEFAULT_RECIPE, get_recipe, recipe_names
-from .registry import BALANCE_MODES, STRATEGIES, arch_names, aug_names
 
 STRATEGY_HELP = (
     "head: frozen body, train only the new head. finetune: --freeze-epochs head-only, then everything "

@@ -1,5 +1,5 @@
-"""The one parser of model specs: ``torchvision:<arch>`` (ImageNet weights, any name of the trainer's
-registry) or a trainer checkpoint (``RUN/best.pt``). edge-export, edge-bench and edge-explain all load
+"""The one parser of model specs: ``torchvision:<arch>`` (ImageNet weights, any of the trainer's
+``choices.arch_names()``) or a trainer checkpoint (``RUN/best.pt``). edge-export, edge-bench and edge-explain all load
 their PyTorch model through :func:`load_model`; it is export's only way into the trainer. Importing
 this module does not import torch (edge-bench reads specs on devices without it)."""
 

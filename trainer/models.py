@@ -12,7 +12,7 @@ from torchvision import models as tvm
 from torchvision.models import WeightsEnum
 
 from . import lite0
-from .registry import ARCHS, HEADS, LITE0, ArchSpec, arch_names
+from .choices import ARCHS, HEADS, LITE0, ArchSpec, arch_names
 from .weights import ensure_weights_file, load_state_dict_file
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
@@ -46,7 +46,7 @@ def imagenet_contract(weights: WeightsEnum) -> PreprocessContract:
 
 
 def arch_contract(arch: str) -> PreprocessContract:
-    """The ImageNet contract of ``arch``'s pretrained weights, for any registry name."""
+    """The ImageNet contract of ``arch``'s pretrained weights, for any of ``choices.arch_names()``."""
     if arch != LITE0:
         return imagenet_contract(pretrained_weights(arch))
     # TF EfficientNet-Lite reference preprocessing: (x - 127.5) / 127.5, bicubic, crop_pct 0.875 (as

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .registry import HEADS
+from .choices import HEADS
 
 __all__ = ["Schedule", "Recipe", "RECIPES", "DEFAULT_RECIPE", "recipe_names", "get_recipe"]
 
@@ -48,7 +48,7 @@ class Recipe:
     bn_stats: bool = True  # finetune/gradual: trainable BatchNorm updates its running statistics (full always does)
     flat_body: bool = False  # unfrozen: every body group at head / lr_mult (fastai's MobileNet split), not geometric
     ema_horizon: float = 0.0  # > 0: evaluate and save an EMA of the weights over this many epochs (averaging.py)
-    head: str = "linear"  # registry.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
+    head: str = "linear"  # choices.HEADS; "standardized": fixed (x - mean) / std before the Linear, from the probe
     head_refit: bool = False  # a run that trains the body ends with its head refitted by the linear probe on the
     # trained body's eval-transform features (FixRes); see strategies.plan_phases and head_init
     probed_head_lr_div: float = 1.0  # head-only epochs after the linear probe: the head peaks at lr / this. It starts

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from edgeport.runtime.errors import UsageError
 from torch import nn
 
+from .choices import STRATEGIES
 from .models import head_module_name
 from .recipe import CLASSIC, Recipe, Schedule
-from .registry import STRATEGIES
 
 __all__ = ["STRATEGIES", "LayerGroup", "Phase", "layer_blocks", "layer_groups", "discriminative_lrs",
            "plan_phases", "set_trainable", "train_mode"]

@@ -1,6 +1,6 @@
-"""The trainer's names, torch-free so that ``edge-train --help`` and every choice list are instant:
-architectures, augmentation presets, strategies. The modules that build them (``models``,
-``augment``, ``strategies``) look them up here."""
+"""What a user of the trainer chooses from, by name: architectures, augmentation presets, strategies, head layouts
+and ``--balance`` modes. Torch-free, so that ``edge-train --help`` and every choice list are instant; the modules
+that build them (``models``, ``augment``, ``strategies``) look them up here."""
 
 from __future__ import annotations
 
