@@ -43,9 +43,10 @@ class Phase:
     head_lr: float
     lr_mult: float  # earliest trainable group gets head_lr / lr_mult; 1.0: one LR for all
     schedule: Schedule = CLASSIC.single  # the one-cycle shape (recipe.Recipe)
-    train_bn: bool = False  # frozen BatchNorm layers trainable and in train mode (fastai's train_bn)
+    train_frozen_bn_weights: bool = False  # frozen blocks' BatchNorm weights train too, layers in train mode (fastai's train_bn)
     flat_body: bool = False  # every trainable body group at head_lr / lr_mult instead of a geometric spread
-    bn_stats: bool = True  # trainable BatchNorm updates its running statistics (False: ImageNet's stay, weights train)
+    update_bn_running_stats: bool = True  # BatchNorm whose weights train updates its running mean and variance (False:
+    # ImageNet's stay, the weights still train)
     probe: bool = False  # one head-only epoch that fits the head in closed form (head_init.linear_probe), no SGD
     refit: bool = False  # after its last epoch's steps, the head is refitted in closed form on eval-transform features
 
@@ -121,16 +122,16 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
     """
     div = recipe.unfrozen_lr_div if unfrozen_lr_div is None else unfrozen_lr_div
     mult = recipe.lr_mult if lr_mult is None else lr_mult
-    frozen = Phase("frozen", freeze_epochs, 0, lr, 1.0, recipe.frozen, recipe.train_bn_frozen)
+    frozen = Phase("frozen", freeze_epochs, 0, lr, 1.0, recipe.frozen, recipe.train_frozen_bn_weights)
     unfrozen_lr = lr / div
     if strategy == "head":
-        phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0, recipe.single, recipe.train_bn_frozen)]
+        phases = [Phase("frozen", freeze_epochs + epochs, 0, lr, 1.0, recipe.single, recipe.train_frozen_bn_weights)]
     elif strategy == "finetune":
         phases = [frozen, Phase("unfrozen", epochs, None, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body,
-                                bn_stats=recipe.bn_stats)]
+                                update_bn_running_stats=recipe.update_bn_running_stats)]
     elif strategy == "gradual":
         phases = [frozen, Phase("gradual", epochs, unfreeze, unfrozen_lr, mult, recipe.unfrozen, flat_body=recipe.flat_body,
-                                bn_stats=recipe.bn_stats)]
+                                update_bn_running_stats=recipe.update_bn_running_stats)]
     elif strategy == "full":  # the whole body at --lr moves far from ImageNet: its BatchNorm statistics must follow
         phases = [Phase("full", freeze_epochs + epochs, None, lr, 1.0, recipe.single)]
     else:
@@ -142,7 +143,7 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
             if first.epochs > 1 else []
         phases = [Phase("probe", 1, 0, first.head_lr, 1.0, probe=True), *rest, *phases]
     last = phases[-1] if phases else None
-    if recipe.head_refit and last is not None and (last.trainable_blocks != 0 or last.train_bn):
+    if recipe.head_refit and last is not None and (last.trainable_blocks != 0 or last.train_frozen_bn_weights):
         phases[-1] = replace(last, refit=True)  # (on a body that did not train the refit would be the probe again)
     return phases
 
@@ -150,7 +151,7 @@ def plan_phases(strategy: str, *, freeze_epochs: int, epochs: int, lr: float, un
 def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> list[dict]:
     """Freeze all but the phase's last blocks and the head; optimizer param groups with their peak LRs.
 
-    With ``phase.train_bn`` the BatchNorm weights of frozen blocks train too (fastai's ``train_bn``), at the
+    With ``phase.train_frozen_bn_weights`` the BatchNorm weights of frozen blocks train too (fastai's ``train_bn``), at the
     LR of their layer group, and ``train_mode`` then lets them update their running statistics.
     """
     blocks, head = layer_blocks(model)
@@ -160,19 +161,19 @@ def set_trainable(model: nn.Module, phase: Phase, n_body_groups: int = 3) -> lis
                  if isinstance(module, nn.modules.batchnorm._BatchNorm) for p, _ in module.named_parameters(recurse=False)}
     named = dict(model.named_parameters())
     for name, param in named.items():
-        param.requires_grad = any(_owns(b, name) for b in trainable) or (phase.train_bn and name in bn_params)
+        param.requires_grad = any(_owns(b, name) for b in trainable) or (phase.train_frozen_bn_weights and name in bn_params)
     groups = [g for g in layer_groups(model, n_body_groups) if any(named[p].requires_grad for p in g.params)]
     lrs = discriminative_lrs(len(groups), phase.head_lr, phase.lr_mult, phase.flat_body)
     return [{"params": [named[p] for p in g.params if named[p].requires_grad], "lr": lr, "name": g.name}
             for g, lr in zip(groups, lrs)]
 
 
-def train_mode(model: nn.Module, bn_stats: bool = True) -> None:
+def train_mode(model: nn.Module, update_bn_running_stats: bool = True) -> None:
     """``train()``, except BatchNorm layers whose weights are frozen keep their ImageNet statistics, and with
-    ``bn_stats=False`` every BatchNorm does: normalised by its running statistics, which stay as they are, while its
-    weight and bias still train (the recipe's ``bn_stats``)."""
+    ``update_bn_running_stats=False`` every BatchNorm does: normalised by its running statistics, which stay as they
+    are, while its weight and bias still train (the recipe's ``update_bn_running_stats``)."""
     model.train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not bn_stats or not any(p.requires_grad for p in module.parameters(recurse=False)):
+            if not update_bn_running_stats or not any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()

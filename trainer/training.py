@@ -555,7 +555,7 @@ class _Run:
         self.train_loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same on every rank
         if self.ctx.active:  # per-rank augmentation and dropout draws, reproducible on --resume
             seed_everything(self.config.seed + 1000 * self.ctx.rank + epoch)
-        train_mode(self.model, phase.bn_stats)
+        train_mode(self.model, phase.update_bn_running_stats)
         loss_sum, seen = 0.0, 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} ({phase.name})", leave=False, disable=not self.progress)
         for x, y in bar:

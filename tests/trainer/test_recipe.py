@@ -1,10 +1,10 @@
-"""The fine-tuning recipe (issue #14): LR per group and phase, BatchNorm per strategy, --balance, --tta."""
+"""The fine-tuning recipe table (recipe.py): LR per group and phase, BatchNorm per strategy, --balance, --tta."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ from edgeport.trainer.checkpoint import load_checkpoint
 from edgeport.trainer.cli import main as train_main
 from edgeport.trainer.data import ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
 from edgeport.trainer.models import build_pretrained, replace_head
-from edgeport.trainer.recipe import RECIPES, Schedule
+from edgeport.trainer.recipe import RECIPES, RENAMED_FIELDS, Recipe, Schedule, with_current_names
 from edgeport.trainer.steps import tta_accuracy, tta_logits
 from edgeport.trainer.strategies import set_trainable, train_mode
 from edgeport.trainer.transforms import eval_transform
@@ -86,31 +86,42 @@ def test_user_overrides_beat_the_recipe_and_bad_names_are_usage_errors():
         replace(RECIPES["classic"], probed_head_lr_div=10.0)
 
 
+def test_former_recipe_field_names_read_as_todays():
+    """A metrics.json ``recipe`` or a ``--variant`` spec with BatchNorm's two settings under their old names
+    (``bn_stats``, ``train_bn_frozen``) still sets the same fields."""
+    current = {f.name for f in fields(Recipe)}
+    assert set(RENAMED_FIELDS.values()) <= current and not set(RENAMED_FIELDS) & current
+    old = with_current_names({"bn_stats": True, "train_bn_frozen": True, "flat_body": False})
+    assert replace(RECIPES["default"], **old) == replace(RECIPES["default"], update_bn_running_stats=True,
+                                                         train_frozen_bn_weights=True, flat_body=False)
+
+
 @pytest.mark.parametrize(("strategy", "recipe", "frozen_bn_trains"), [
     ("head", "default", False), ("finetune", "default", False), ("gradual", "default", False), ("full", "default", True),
     ("finetune", "classic", False), ("full", "classic", True), ("finetune", "fastai", True), ("head", "fastai", True),
 ])
 def test_batchnorm_train_or_eval_per_strategy_and_phase(strategy, recipe, frozen_bn_trains):
     """Frozen BatchNorm keeps its ImageNet statistics (eval) unless the recipe trains it. Trainable BatchNorm updates
-    its statistics in train mode, except in a recipe with ``bn_stats=False`` (default): its weights train, its
-    running statistics stay ImageNet's (eval mode) in every phase."""
+    its statistics in train mode, except in a recipe with ``update_bn_running_stats=False`` (default): its weights
+    train, its running statistics stay ImageNet's (eval mode) in every phase."""
     extra = {"unfreeze": 2} if strategy == "gradual" else {}
-    bn_stats = RECIPES[recipe].bn_stats or strategy == "full"  # full moves the whole body: its statistics follow
-    assert RECIPES[recipe].bn_stats == (recipe != "default")
+    # full moves the whole body: its statistics follow
+    updates_stats = RECIPES[recipe].update_bn_running_stats or strategy == "full"
+    assert RECIPES[recipe].update_bn_running_stats == (recipe != "default")
     phases = TrainConfig(strategy=strategy, recipe=recipe, lr=LR, freeze_epochs=1, epochs=1, **extra).phases()
     model = _mobilenet()
     set_trainable(model, phases[0])
-    train_mode(model, phases[0].bn_stats)
-    assert set(_bn_training(model).values()) == {frozen_bn_trains and bn_stats}
+    train_mode(model, phases[0].update_bn_running_stats)
+    assert set(_bn_training(model).values()) == {frozen_bn_trains and updates_stats}
     assert all(p.requires_grad == frozen_bn_trains for n, p in model.named_parameters() if n.startswith("features.0.1."))
     convs = [p.requires_grad for n, p in model.named_parameters() if n.startswith("features.0.0.")]
     assert convs == [strategy == "full"]  # only full trains the stem's conv from the start
     later = [p for p in phases[1:] if p.trainable_blocks != 0]  # the phase that trains the body, after the head's
     if later:
         set_trainable(model, later[0])
-        train_mode(model, later[0].bn_stats)
+        train_mode(model, later[0].update_bn_running_stats)
         bns = _bn_training(model)
-        assert bns["features.18.1"] == bn_stats and bns["features.0.1"] == (strategy == "finetune" and bn_stats)
+        assert bns["features.18.1"] == updates_stats and bns["features.0.1"] == (strategy == "finetune" and updates_stats)
         assert model.get_parameter("features.18.1.weight").requires_grad  # the weights train either way
 
 
