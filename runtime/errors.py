@@ -11,6 +11,7 @@ __all__ = [
     "EdgeportError",
     "UsageError",
     "MissingDependencyError",
+    "ConfigError",
     "CalibrationError",
     "ContractError",
     "ImageDecodeError",
@@ -44,6 +45,11 @@ class UsageError(EdgeportError):
 
 class MissingDependencyError(UsageError):
     """An optional dependency (an extra) is needed for what was asked; the message names the pip install."""
+
+
+class ConfigError(UsageError):
+    """The camera box's config is invalid: the message names the key and what a valid value looks like, and for
+    a TOML file (``edge-predict serve --config``) the file and line too."""
 
 
 class ContractError(EdgeportError):
