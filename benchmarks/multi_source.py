@@ -20,8 +20,7 @@ import numpy as np
 from edgeport.runtime import Classifier
 from edgeport.runtime.frames import file_frames
 from edgeport.runtime.inputs import expand_inputs
-from edgeport.runtime.service import frames_source, serve
-from edgeport.runtime.service.sources import SourceEvent
+from edgeport.runtime.stream import SourceEvent, Stream, frames_source
 
 from .common import hymenoptera_dir
 
@@ -32,7 +31,7 @@ def run(clf: Classifier, photos: list[Path], sources: int, per_source: int, batc
     srcs = [frames_source(f"s{i}", file_frames(expand_inputs([str(p) for p in chunk]))) for i, chunk in enumerate(chunks)]
     latencies: list[float] = []
     cpu0, t0 = time.process_time(), time.perf_counter()
-    for item in serve(clf, srcs, top_k=1, batch=batch):
+    for item in Stream(clf, srcs, top_k=1, batch=batch):
         if not isinstance(item, SourceEvent) and item.ok:
             latencies.append(item.latency_ms)
     seconds = time.perf_counter() - t0

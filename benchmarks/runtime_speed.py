@@ -7,7 +7,10 @@ a temporary folder. ``--data`` is a folder of photos (default: the hymenoptera d
 repository); every image in it goes into the fast-vs-exact top-1 agreement.
 
 Targets: preprocessing ≤ 2.5 ms per ~500×375 JPEG; end-to-end per image ≤ 1.5 × the model's own
-inference time; cold start (process start → first result printed) ≤ 0.5 s; peak RSS ≤ 150 MB;
+inference time (end-to-end: a folder of photos through the one stream loop, ``classify_stream`` at batch 1 as
+``edge-predict classify`` runs it, wall time per photo; the source thread decodes the next photo while the model
+runs, so this approaches the slower of the two stages rather than their sum; one photo at a time through
+``Classifier.predict``, which cannot overlap, is printed beside it); cold start (process start → first result printed) ≤ 0.5 s; peak RSS ≤ 150 MB;
 fast-path top-1 agreement with the exact contract path ≥ 99.5%.
 """
 
@@ -26,8 +29,10 @@ import numpy as np
 from edgeport.export.bench.coldstart import measure_edge_predict
 from edgeport.runtime import Classifier
 from edgeport.runtime.errors import ImageDecodeError
-from edgeport.runtime.inputs import iter_image_files
+from edgeport.runtime.frames import file_frames
+from edgeport.runtime.inputs import InputItem, iter_image_files
 from edgeport.runtime.preprocess import preprocess, preprocess_fast
+from edgeport.runtime.stream import classify_stream
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +111,8 @@ def main() -> None:
             decode_ms = median_ms(_decode_only, typical)  # the floor: Pillow's libjpeg-turbo decode at full size
             tensor = preprocess_fast(typical[0], clf.contract)[None]
             infer_ms = median_ms(lambda _: clf.logits_from_tensor(tensor), range(len(typical)))
-            e2e_ms = median_ms(lambda p: clf.predict(p), typical)
+            sequential_ms = median_ms(lambda p: clf.predict(p), typical)
+            e2e_ms = stream_ms(clf, typical)
             start = measure_edge_predict(Path(path), None, typical[0], repeats=5)
             start_s = start["cold_start_ms"] / 1e3
             folder = args.data / "val" if (args.data / "val").is_dir() else args.data
@@ -115,7 +121,8 @@ def main() -> None:
                 (f"preprocess per ~500x375 JPEG, fast (exact: {exact_ms:.2f} ms; decode alone: {decode_ms:.2f} ms)",
                  "<= 2.5 ms", f"{fast_ms:.2f} ms",
                  fast_ms <= 2.5),
-                (f"end-to-end per image / inference ({e2e_ms:.2f} / {infer_ms:.2f} ms)", "<= 1.5x",
+                (f"end-to-end per image, streamed / inference ({e2e_ms:.2f} / {infer_ms:.2f} ms; one at a time "
+                 f"{sequential_ms:.2f} ms)", "<= 1.5x",
                  f"{e2e_ms / infer_ms:.2f}x", e2e_ms / infer_ms <= 1.5),
                 ("cold start: process start -> first result", "<= 0.5 s", f"{start_s:.2f} s", start_s <= 0.5),
                 (f"peak RSS, one image / a {len(iter_image_files(folder))}-photo folder", "<= 150 MB", f"{start_rss:.0f} / {stream_rss:.0f} MB",
@@ -129,6 +136,19 @@ def main() -> None:
             print(f"{what:<{width}}  {goal:>9}  {value:>14}  {'hit' if hit else 'MISS'}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stream_ms(clf: Classifier, photos: list[Path], repeats: int = 3) -> float:
+    """Wall time per photo of the photos streamed through the one loop (the median of ``repeats`` passes), with the
+    records checked: every photo classified, in order."""
+    items = [InputItem(str(p)) for p in photos]
+    passes = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        results = list(classify_stream(clf, file_frames(items), top_k=5))
+        passes.append((time.perf_counter() - t0) * 1000 / len(photos))
+        assert [r.source for r in results] == [str(p) for p in photos] and all(r.ok for r in results)
+    return statistics.median(passes)
 
 
 def _decode_only(path: Path) -> None:

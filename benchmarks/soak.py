@@ -24,10 +24,9 @@ from pathlib import Path
 import cv2
 from edgeport.runtime import Classifier
 from edgeport.runtime.frames import video_frames
-from edgeport.runtime.service import Stats, frames_source, serve
 from edgeport.runtime.service.capture import Capture
 from edgeport.runtime.service.mqtt import MqttSink
-from edgeport.runtime.service.sources import SourceEvent
+from edgeport.runtime.stream import SourceEvent, Stats, Stream, frames_source
 
 from .common import hymenoptera_dir
 
@@ -94,7 +93,7 @@ def main() -> None:
         sources = [frames_source("a", looped(video), live=False), frames_source("b", looped(video), live=False)]
         at_1k, frames, t0 = None, 0, time.monotonic()
         deadline = t0 + args.minutes * 60
-        for item in serve(clf, sources, sinks=[sink], top_k=3, batch="auto", stats=stats, capture=capture):
+        for item in Stream(clf, sources, sinks=[sink], top_k=3, batch="auto", stats=stats, capture=capture):
             if isinstance(item, SourceEvent):
                 continue
             frames += 1

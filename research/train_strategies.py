@@ -16,7 +16,7 @@ photos worse, so the head alone falls short and leaves room for fine-tuning (a s
 data" scenario of transfer learning, made from the photos we have). ``--upside-down`` changes the task instead of the photos: every photo
 is shown upright and turned 180°, and the classes are those two. No ImageNet class depends on which way up a photo is,
 so the features hold little of it: the "task unlike ImageNet's" scenario, where the body has to learn.
-``--variant bnst:bn_stats=true`` adds a recipe ``bnst``, ``default`` with those fields changed, to pick with
+``--variant bnst:update_bn_running_stats=true`` adds a recipe ``bnst``, ``default`` with those fields changed, to pick with
 ``--recipes``: a candidate recipe measured by the same command as the ones it would replace. A run folder's row is
 reused only if it was trained with the same settings, the recipe's values included (a row trained before a
 recipe change is refused, not shown as today's).
@@ -38,7 +38,7 @@ from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_run_state
 from edgeport.trainer.explain.changes import weight_changes
 from edgeport.trainer.loading import load_model
-from edgeport.trainer.recipe import DEFAULT, RECIPES, Recipe
+from edgeport.trainer.recipe import DEFAULT, RECIPES, RENAMED_FIELDS, Recipe, with_current_names
 from PIL import Image
 
 from .common import cached_row, hymenoptera_dir
@@ -136,6 +136,17 @@ def seed_means(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _rename_cached_fields(record: Path) -> None:
+    """A row cached before a recipe field was renamed is rewritten with today's names, so it still counts."""
+    if not record.exists():
+        return
+    row = json.loads(record.read_text())
+    values = row.get("recipe_values")
+    if isinstance(values, dict) and with_current_names(values) != values:
+        row["recipe_values"] = with_current_names(values)
+        record.write_text(json.dumps(row, indent=1))
+
+
 def add_variant(spec: str) -> None:
     """``NAME:FIELD=VALUE,...`` → ``RECIPES[NAME]``, ``default`` with those fields (values read as JSON, else text)."""
     name, _, assignments = spec.partition(":")
@@ -143,6 +154,7 @@ def add_variant(spec: str) -> None:
     changed: dict = {}
     for assignment in filter(None, assignments.split(",")):
         field, _, text = assignment.partition("=")
+        field = RENAMED_FIELDS.get(field, field)  # a command written down before a field was renamed still works
         if field not in known:
             raise SystemExit(f"--variant {spec}: {field!r} is not a recipe field; choose from {', '.join(sorted(known))}")
         try:
@@ -150,7 +162,7 @@ def add_variant(spec: str) -> None:
         except json.JSONDecodeError:
             changed[field] = text
     if not name or not changed or name in RECIPES:
-        raise SystemExit(f"--variant {spec}: give a new name and at least one FIELD=VALUE, e.g. bnst:bn_stats=true")
+        raise SystemExit(f"--variant {spec}: give a new name and at least one FIELD=VALUE, e.g. bnst:update_bn_running_stats=true")
     RECIPES[name] = replace(DEFAULT, name=name, **changed)
 
 
@@ -196,6 +208,7 @@ def main() -> None:
                     settings = {"lr": lr, "batch_size": args.batch_size, "epochs": [args.freeze_epochs, args.epochs],
                                 "low_res": args.low_res, "upside_down": args.upside_down, "device": args.device,
                                 "recipe_values": {k: v for k, v in asdict(RECIPES[recipe]).items() if k != "name"}}
+                    _rename_cached_fields(record)
                     row = cached_row(record, settings)
                     if row is None:
                         config = TrainConfig(strategy=strategy, recipe=recipe, lr=lr, batch_size=args.batch_size,

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IntegrityError, ModelLoadError
-from .manifest import MANIFEST_NAME, check_member_name, is_bundle_manifest, member_path, read_manifest
+from .manifest import MANIFEST_NAME, bundle_root, check_member_name, member_path, read_manifest
 from .onnx_external import external_data_files
+from .signing import require_signed
 
-__all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model", "bundle_root_of"]
+__all__ = ["FILE_BACKENDS", "ResolvedModel", "resolve_model"]
 
 #: Model files the runtime opens on their own (no bundle): suffix → backend.
 FILE_BACKENDS = {".onnx": "onnxruntime", ".xml": "openvino"}
@@ -102,25 +103,6 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
     return blobs
 
 
-def _bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
-    that bundle has files in the file's folder (``openvino/model.xml``)."""
-    if (real.parent / MANIFEST_NAME).is_file() and is_bundle_manifest(real.parent):
-        return real.parent, read_manifest(real.parent)
-    above = real.parent.parent
-    if above != real.parent and (above / MANIFEST_NAME).is_file() and is_bundle_manifest(above):
-        manifest = read_manifest(above)
-        if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
-            return above, manifest
-    return None
-
-
-def bundle_root_of(path: str | os.PathLike) -> Path | None:
-    """The bundle directory holding model file ``path`` (symlinks resolved), or None for a bare file."""
-    found = _bundle_root(Path(path).resolve())
-    return found[0] if found else None
-
-
 def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
     if path.suffix not in FILE_BACKENDS:
         raise ModelLoadError(
@@ -132,7 +114,7 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
         raise ModelLoadError(f"{path} is a {path.suffix} file, which runs on {file_backend}, not {backend}")
     # A file that sits in a bundle (also through a symlink) is served only as one of that bundle's formats.
     real = path.resolve()
-    found = _bundle_root(real)
+    found = bundle_root(real)
     if found is None:
         return ResolvedModel(path, None, file_backend, None)
     root, manifest = found
@@ -162,8 +144,6 @@ def resolve_model(
         raise ModelLoadError(f"model {path} does not exist; pass an edge-export bundle directory or a model file")
     check = None
     if verify_key is not None:
-        from .signing import require_signed
-
         check = require_signed(path, verify_key)
         path = check.bundle if path.is_dir() else path  # load the folder that was verified, not a link switched since
     if path.is_file():

@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .backends import create_backend
-from .bundle import bundle_root_of, resolve_model
-from .conformance import FormatResult, read_kit, self_test_classifier
+from .bundle import resolve_model
 from .contract import PreprocessContract
-from .errors import ConformanceError, ImageDecodeError, ModelLoadError, UsageError
+from .errors import ImageDecodeError
 from .frames import Frame
+from .manifest import bundle_root_of
 from .preprocess import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MAX_PIXELS,
     ImageInput,
     ImageLimits,
-    describe_source,
     preprocess,
     preprocess_fast,
 )
 from .records import UNKNOWN, StreamResult
-from .reload import BundleWatcher, bundle_state, identity, load_checked, swap_record
 from .signing import verify_key_from
 
-if TYPE_CHECKING:
-    from .service.capture import Capture
-    from .service.sources import Source
+__all__ = ["Classifier", "LoadOptions", "Prediction", "Prepared", "softmax"]
 
-__all__ = ["Classifier", "Prediction", "Prepared", "softmax"]
+#: Methods that moved out of the class when the runtime was layered (they are built on its public API now).
+_MOVED = {
+    "self_test": "edgeport.runtime.conformance.self_test(clf)",
+    "reload": "edgeport.runtime.reload.reload_now(clf)",
+    "auto_reload": "edgeport.runtime.reload.HotReloader(clf, on_event, interval).start(), passed to the stream as reloader=",
+    "stop_reload": "HotReloader.stop()",
+    "stream": "edgeport.runtime.stream.classify_stream(clf, frames, ...) (one source) or "
+              "edgeport.runtime.stream.Stream(clf, sources, ...) (several)",
+}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,12 +48,34 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A frame decoded and preprocessed, ready for inference: ``tensor`` (C, H, W), or ``error``."""
+    """A frame decoded and preprocessed, ready for inference: ``tensor`` (C, H, W), or ``error``.
+
+    ``contract`` is the contract the tensor was made with: a frame prepared ahead of inference (a prefetch
+    queue) and then met by a model swap is prepared again with the new model's contract, never classified
+    with the old one's mean/std or size."""
 
     frame: Frame
     tensor: np.ndarray | None
     error: str | None
     prepare_ms: float
+    contract: PreprocessContract | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a classifier was loaded, so that a replacement (hot reload) loads the same way."""
+
+    backend: str = "auto"
+    threads: int | None = None
+    format: str | None = None
+    batch_size: int = 8
+    exact_preprocess: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_aspect: float = DEFAULT_MAX_ASPECT
+    verify_key: str | os.PathLike | None | bool = False
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -68,13 +93,10 @@ class Prediction:
         return self.top[0][1]
 
 
-def _as_frames(frames: Iterable[Frame | ImageInput], color: str | None) -> Iterator[Frame]:
-    return (f if isinstance(f, Frame) else Frame(describe_source(f), f, color=color) for f in frames)
-
-
 class Classifier:
     """An exported edgeport model: a bundle directory (sha256-verified) or a single model file
-    (``.onnx`` for onnxruntime, ``.xml`` OpenVINO IR).
+    (``.onnx`` for onnxruntime, ``.xml`` OpenVINO IR). It loads, preprocesses and predicts: nothing else.
+    Self-test, hot reload and streams are built on its public API (``conformance``, ``reload``, ``stream``).
 
     Preprocessing and labels come from the contract inside the model; there is nothing to configure.
     ``format`` picks one of a bundle's formats by name (``onnx``, ``onnx-int8``, ``openvino`` …);
@@ -102,7 +124,8 @@ class Classifier:
         self.limits = ImageLimits(max_pixels, max_aspect)  # checked before the model loads
         self.source_path = Path(path)
         self.verify_key = verify_key_from(verify_key)
-        self._options = {"backend": backend, "threads": threads, "format": format}
+        self._options = LoadOptions(backend, threads, format, batch_size, exact_preprocess, max_pixels, max_aspect,
+                                    self.verify_key or False)
         resolved = resolve_model(path, format=format, backend=backend, verify_key=self.verify_key)
         self.model_path = resolved.path
         self.format = resolved.format
@@ -112,50 +135,32 @@ class Classifier:
         self.contract: PreprocessContract = self._backend.contract
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
-        self._watcher: BundleWatcher | None = None
 
-    def reload(self) -> dict:
-        """Load the bundle now at this classifier's path, check it (sha256, signature when a key is set,
-        self-test) and swap to it; returns the ``model_swap`` record. On any failure this raises and the
-        old model keeps serving. Call it between frames, from the thread that classifies."""
-        if not self.source_path.is_dir():
-            raise UsageError(f"reload() needs a bundle directory (or a symlink to one); {self.source_path} is not one")
-        state = bundle_state(self.source_path)
-        if state is None:
-            raise ModelLoadError(f"no bundle at {self.source_path} right now (an update in progress?); try again")
-        old = identity(self)
-        candidate, self_test = load_checked(self, state)
-        self._adopt(candidate)
-        return swap_record(self.source_path, old, identity(self), self_test, self.verify_key is not None)
+    def __getattr__(self, name: str) -> Any:
+        if name in _MOVED:
+            raise AttributeError(f"Classifier.{name}() moved out of the class: use {_MOVED[name]} (docs/runtime.md)")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def auto_reload(self, on_event: Callable[[dict], None], interval: float = 1.0) -> BundleWatcher:
-        """Watch the bundle path in the background; ``stream()`` swaps to a new bundle between two frames once
-        it passed every check. ``on_event`` gets one record per swap or rejected update (docs/fleet-updates.md)."""
-        self.stop_reload()
-        self._watcher = BundleWatcher(self, on_event, interval).start()
-        return self._watcher
+    @property
+    def options(self) -> LoadOptions:
+        """The options this classifier was loaded with (read-only): a replacement loads with the same ones."""
+        return self._options
 
-    def stop_reload(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-
-    def _adopt(self, other: Classifier) -> None:
-        """Take over ``other``'s loaded model (the swap itself: a few attribute assignments, no I/O)."""
+    def swap_to(self, other: Classifier) -> None:
+        """Serve ``other``'s loaded model from now on (the swap itself: a few attribute assignments, no I/O).
+        Call it between frames, from the thread that classifies; frames prepared before it are prepared again."""
         self.model_path, self.format, self.manifest = other.model_path, other.format, other.manifest
         self._backend, self.contract = other._backend, other.contract
 
-    def self_test(self) -> FormatResult:
-        """Replay the bundle's conformance kit on this loaded format, on this machine (docs/fleet-updates.md):
-        max |Δlogit| and top-1 agreement against the export's logits, preprocessing max |Δ|."""
-        root = bundle_root_of(self.model_path) if self.manifest is not None else None
-        if root is None:
-            raise ConformanceError(f"{self.model_path} is not in a bundle: a self-test needs the bundle's conformance kit")
-        fmt = self.format or next((n for n, e in self.manifest["formats"].items()
-                                   if (root / e["file"]).resolve() == self.model_path.resolve()), None)
-        if fmt is None:
-            raise ConformanceError(f"{self.model_path} is not a format of {root}; pass the bundle directory")
-        return self_test_classifier(self, read_kit(root), fmt)
+    def bundle_facts(self) -> dict[str, Any]:
+        """The served bundle: its real folder, the format and the model file's sha256 (from the verified manifest).
+        Both sides of the path comparison are resolved, so a bundle reached through a symlink or a relative
+        path (``/srv/model/current`` → ``v2``) gives the same facts as its real folder."""
+        root = bundle_root_of(self.model_path)
+        real = self.model_path.resolve()
+        rel = real.relative_to(root).as_posix() if root is not None and real.is_relative_to(root) else None
+        sha = (self.manifest or {}).get("files", {}).get(rel, {}).get("sha256") if rel else None
+        return {"bundle": str(root) if root else None, "format": self.format, "sha256": sha}
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -195,70 +200,29 @@ class Classifier:
     def predict_batch(self, images: Iterable[ImageInput], top_k: int = 5, color: str | None = None) -> list[Prediction]:
         return self.top_k(self.scores(list(images), color), top_k)
 
-    def stream(
-        self,
-        frames: Iterable[Frame | ImageInput] | Mapping[str, Iterable[Frame | ImageInput]] | Sequence[Source],
-        top_k: int = 5,
-        threshold: float | None = None,
-        color: str | None = None,
-        batch: int | str = 1,
-        sinks: Iterable[Callable[[dict], None]] = (),
-        capture: Capture | None = None,
-    ) -> Iterator[StreamResult]:
-        """One ``StreamResult`` per frame, in order, as frames arrive; a frame that cannot be
-        decoded gives an error result and the stream goes on.
-
-        ``frames`` are ``sources.Frame`` items or plain images (``color`` applies to ndarrays);
-        ``threshold``: below this best score the label is ``"unknown"``; ``batch`` > 1 runs that
-        many frames per inference call (for files; a live camera wants 1).
-
-        Several sources: a mapping ``{source id: frames}`` or a list of ``service.Source`` (cameras, streams
-        with reconnect …). Each source is read in its own thread into a bounded queue and frames are batched
-        across sources (``batch="auto"``: one per source); results carry ``source_id`` and source events
-        (``service.sources.SourceEvent``: lost/back/ended) are yielded between them (docs/service.md).
-        ``sinks``: plain callables, each gets every record (the jsonl dict) as it is produced.
-        ``capture``: a ``service.capture.Capture`` that keeps the frames the model was unsure about (``--capture``).
-        """
-        from .records import to_record
-        from .service import frames_source, serve
-        from .service.sources import Source
-
-        sinks = list(sinks)
-        if isinstance(frames, Mapping) or (isinstance(frames, (list, tuple)) and frames and all(isinstance(s, Source) for s in frames)):
-            sources = list(frames) if not isinstance(frames, Mapping) else [
-                src if isinstance(src, Source) else frames_source(name, _as_frames(src, color)) for name, src in frames.items()]
-            yield from serve(self, sources, sinks, top_k=top_k, threshold=threshold, batch=batch, capture=capture)
-            return
-        items = _as_frames(frames, color)
-        batch = 1 if batch == "auto" else int(batch)
-        while chunk := list(itertools.islice(items, batch)):
-            if self._watcher is not None:
-                self._watcher.take()  # a checked new bundle is swapped in here, between two frames
-            for frame, result in zip(chunk, self._classify_chunk(chunk, top_k, threshold)):
-                if capture is not None:
-                    capture.consider(frame, result)
-                if sinks:
-                    record = to_record(result)  # once per result, not once per sink
-                    for sink in sinks:
-                        sink(record)
-                yield result
-
     def prepare(self, frame: Frame) -> Prepared:
         """Decode and preprocess one frame (the part a source's own thread can do): its tensor, or its error."""
         t0 = time.perf_counter()
         error = frame.error
+        contract = self.contract  # read once: a swap from another thread must not split one frame's work
         if error is None:
             try:
-                return Prepared(frame, self.preprocess(frame.image, frame.color), None, (time.perf_counter() - t0) * 1000)
+                tensor = (preprocess if self.exact_preprocess else preprocess_fast)(frame.image, contract, frame.color,
+                                                                                    self.limits)
+                return Prepared(frame, tensor, None, (time.perf_counter() - t0) * 1000, contract)
             except ImageDecodeError as exc:
                 error = exc.reason
             except TypeError as exc:  # not an image at all: a bad frame, not a bad stream
                 error = str(exc)
-        return Prepared(frame, None, error, 0.0)
+        return Prepared(frame, None, error, 0.0, contract)
 
     def classify_prepared(self, items: Sequence[Prepared], top_k: int = 5, threshold: float | None = None) -> list[StreamResult]:
         """One result per prepared frame, in order: one inference call for all of them (batching across sources).
-        ``latency_ms`` is the frame's own preprocessing plus its share of the inference call."""
+        ``latency_ms`` is the frame's own preprocessing plus its share of the inference call. A frame prepared
+        with another contract than the one served now (a swap happened since) is prepared again first."""
+        items = [item if item.contract is None or item.contract is self.contract or item.contract == self.contract
+                 else self.prepare(item.frame)
+                 for item in items]
         results: list[StreamResult | None] = [None] * len(items)
         kept = [i for i, item in enumerate(items) if item.tensor is not None]
         for i, item in enumerate(items):
@@ -280,6 +244,3 @@ class Classifier:
                 results[i] = StreamResult(f.source, f.index, f.timestamp, pred.top, label, items[i].prepare_ms + infer_ms,
                                           source_id=f.source_id)
         return results  # type: ignore[return-value]
-
-    def _classify_chunk(self, chunk: list[Frame], top_k: int, threshold: float | None) -> list[StreamResult]:
-        return self.classify_prepared([self.prepare(frame) for frame in chunk], top_k, threshold)

@@ -1,7 +1,7 @@
 """The conformance kit: a self-test that travels with the model (``BUNDLE/conformance/``).
 
 At export the kit stores a few reference photos, their exact input tensors and every format's logits.
-On a device, ``edge-predict BUNDLE --self-test`` / ``Classifier.self_test()`` replays them on this
+On a device, ``edge-predict self-test BUNDLE`` / ``self_test(clf)`` replays them on this
 machine's runtime and CPU: the stored tensors through the model (max |Δlogit|, top-1 agreement,
 against each format's own tolerance) and the stored photos through this runtime's preprocessing
 (max |Δ| against the stored tensors). Layout (``KIT_SCHEMA_VERSION`` 1, docs/fleet-updates.md)::
@@ -18,18 +18,17 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from .classifier import Classifier
 from .errors import ConformanceError
+from .manifest import bundle_root_of
 from .preprocess import preprocess, preprocess_fast
 
-if TYPE_CHECKING:
-    from .classifier import Classifier
-
 __all__ = ["KIT_DIR", "KIT_NAME", "KIT_SCHEMA_VERSION", "Kit", "FormatResult", "SelfTestReport", "read_kit",
-           "self_test_classifier", "self_test_bundle", "near_tie_flips"]
+           "self_test", "self_test_classifier", "self_test_bundle", "near_tie_flips"]
 
 KIT_DIR = "conformance"
 KIT_NAME = "kit.json"
@@ -175,11 +174,22 @@ def self_test_classifier(clf: Classifier, kit: Kit, fmt: str) -> FormatResult:
                         float(np.abs(fast - kit.inputs).max()), failures)
 
 
+def self_test(clf: Classifier) -> FormatResult:
+    """Replay the bundle's conformance kit on ``clf``'s loaded format, on this machine (docs/fleet-updates.md):
+    max |Δlogit| and top-1 agreement against the export's logits, preprocessing max |Δ|."""
+    root = bundle_root_of(clf.model_path) if clf.manifest is not None else None
+    if root is None:
+        raise ConformanceError(f"{clf.model_path} is not in a bundle: a self-test needs the bundle's conformance kit")
+    fmt = clf.format or next((n for n, e in clf.manifest["formats"].items()
+                              if (root / e["file"]).resolve() == clf.model_path.resolve()), None)
+    if fmt is None:
+        raise ConformanceError(f"{clf.model_path} is not a format of {root}; pass the bundle directory")
+    return self_test_classifier(clf, read_kit(root), fmt)
+
+
 def self_test_bundle(bundle: str | os.PathLike, formats: list[str] | None = None, threads: int | None = None,
                      verify_key: str | os.PathLike | None | bool = None) -> SelfTestReport:
     """Every format of ``bundle`` (or ``formats``) that has expected outputs in the kit, on this machine."""
-    from .classifier import Classifier  # the classifier imports this module for its self_test()
-
     root = Path(bundle)
     kit = read_kit(root)
     names = formats or list(kit.data["formats"])

@@ -29,6 +29,7 @@ __all__ = [
     "AccuracyGateError",
     "SpeedGateError",
     "LayerNameError",
+    "DeliveryError",
     "EXIT_CODES",
     "ExitCode",
     "exit_code_for",
@@ -123,6 +124,10 @@ class WorkerFailedError(EdgeportError):
     """A process of a multi-process training job (torchrun) died, failed or timed out; the job was stopped."""
 
 
+class DeliveryError(EdgeportError):
+    """Records were classified but never reached their destination (the MQTT broker was away, or its queue full)."""
+
+
 class ExitCode:
     """Exit codes of every edgeport CLI; stable and documented (docs/exit-codes.md)."""
 
@@ -135,6 +140,7 @@ class ExitCode:
     SOME_INPUTS_FAILED = 6  # edge-predict: some inputs had error records, the rest were classified
     SELF_TEST_FAILED = 3  # edge-predict --self-test: this runtime does not reproduce the export (as VERIFICATION)
     WORKER_FAILED = 7  # edge-train --nproc-per-node: a training process died or timed out; torchrun stopped the job
+    RECORDS_UNDELIVERED = 8  # edge-predict serve --mqtt: records never reached the broker (counted in the summary)
     INTERRUPTED = 130  # Ctrl-C, after the summary of what was done
     TERMINATED = 143  # SIGTERM (systemd, Docker): the current frame finished, the summary printed (128 + 15)
 
@@ -146,6 +152,7 @@ EXIT_CODES: dict[type[EdgeportError], tuple[str, int]] = {
     AccuracyGateError: ("accuracy_gate", ExitCode.ACCURACY_GATE),
     SpeedGateError: ("speed_gate", ExitCode.SPEED_GATE),
     WorkerFailedError: ("worker_failed", ExitCode.WORKER_FAILED),
+    DeliveryError: ("records_undelivered", ExitCode.RECORDS_UNDELIVERED),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator
 from .errors import FrameSourceError, MissingDependencyError
 from .inputs import IMAGE_SUFFIXES, InputItem
 from .preprocess import ImageInput
+from .redact import redact_url
 
 __all__ = ["Frame", "file_frames", "video_frames", "camera_frames", "url_frames", "watch_frames", "paced", "is_url"]
 
@@ -117,10 +118,11 @@ def url_frames(url: str, every: int = 1, timeout_ms: int = URL_TIMEOUT_MS) -> It
     cv2 = _cv2()
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
     capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+    shown = redact_url(url)  # what records and messages carry: never the stream's password
     if not capture.isOpened():
         capture.release()
-        raise FrameSourceError(f"{url}: OpenCV cannot open this stream; check the URL and that the server is up")
-    return _capture_frames(capture, url, every, clock="wall")
+        raise FrameSourceError(f"{shown}: OpenCV cannot open this stream; check the URL and that the server is up")
+    return _capture_frames(capture, shown, every, clock="wall")
 
 
 #: A watched file is read once its size and mtime stayed the same for this long (a writer pausing longer
@@ -172,11 +174,11 @@ class _FolderScanner:
                 continue
             if self.dirs.get(folder) == mtime and time.time() - mtime / 1e9 > _FRESH_DIR_S:
                 continue
-            self.dirs[folder] = mtime
             try:
                 entries = list(os.scandir(folder))
-            except OSError:
+            except OSError:  # e.g. no file descriptor left: the mtime stays unrecorded, so the next poll lists it again
                 continue
+            self.dirs[folder] = mtime
             for entry in entries:
                 path = Path(entry.path)
                 if entry.name.startswith("."):

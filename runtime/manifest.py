@@ -19,7 +19,8 @@ from .atomic import atomic_write_bytes
 from .errors import ManifestError, ModelLoadError
 
 __all__ = ["MANIFEST_NAME", "LABELS_NAME", "MANIFEST_SCHEMA_VERSION", "MAX_MANIFEST_BYTES", "sha256_file", "read_manifest",
-           "write_json", "file_entries", "member_path", "check_member_name", "is_bundle_manifest"]
+           "write_json", "file_entries", "member_path", "check_member_name", "is_bundle_manifest",
+           "bundle_root", "bundle_root_of"]
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -181,3 +182,22 @@ def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
         for p in sorted(Path(folder).rglob("*"))
         if p.is_file() and p.name != MANIFEST_NAME
     }
+
+
+def bundle_root(real: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The bundle a model file sits in and its manifest: the file's own folder, or the one above when
+    that bundle has files in the file's folder (``openvino/model.xml``)."""
+    if (real.parent / MANIFEST_NAME).is_file() and is_bundle_manifest(real.parent):
+        return real.parent, read_manifest(real.parent)
+    above = real.parent.parent
+    if above != real.parent and (above / MANIFEST_NAME).is_file() and is_bundle_manifest(above):
+        manifest = read_manifest(above)
+        if any(name.startswith(f"{real.parent.name}/") for name in manifest["files"]):
+            return above, manifest
+    return None
+
+
+def bundle_root_of(path: str | os.PathLike) -> Path | None:
+    """The bundle directory holding model file ``path`` (symlinks resolved), or None for a bare file."""
+    found = bundle_root(Path(path).resolve())
+    return found[0] if found else None

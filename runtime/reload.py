@@ -17,18 +17,16 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from .bundle import bundle_root_of
-from .errors import ConformanceError, IntegrityError, MissingDependencyError, SignatureError, UsageError
-from .manifest import MANIFEST_NAME
+from .classifier import Classifier
+from .conformance import self_test
+from .errors import ConformanceError, IntegrityError, MissingDependencyError, ModelLoadError, SignatureError, UsageError
+from .manifest import MANIFEST_NAME, bundle_root_of
 from .signing import SIGNATURE_NAME
 
-if TYPE_CHECKING:
-    from .classifier import Classifier
-
-__all__ = ["BundleState", "bundle_state", "check_name", "load_checked", "identity", "swap_record", "rejected_record",
-           "BundleWatcher"]
+__all__ = ["BundleState", "bundle_state", "check_name", "load_checked", "swap_record", "rejected_record",
+           "HotReloader", "reload_now"]
 
 Event = Callable[[dict[str, Any]], None]
 
@@ -76,21 +74,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def identity(clf: Classifier) -> dict[str, Any]:
-    """The served bundle: its folder, format and the sha256 of the model file (from the verified manifest)."""
-    root = bundle_root_of(clf.model_path)
-    rel = clf.model_path.relative_to(root).as_posix() if root else None
-    sha = (clf.manifest or {}).get("files", {}).get(rel, {}).get("sha256")
-    return {"bundle": str(root) if root else None, "format": clf.format, "sha256": sha}
-
-
 def load_checked(current: Classifier, state: BundleState) -> tuple[Classifier, dict[str, Any]]:
     """A new classifier for ``state`` with ``current``'s options, every check passed; raises on the first failure."""
-    from .classifier import Classifier  # (classifier.py imports this module)
-
-    candidate = Classifier(state.real, verify_key=current.verify_key or False, batch_size=current.batch_size,
-                           exact_preprocess=current.exact_preprocess, **current._options)
-    result = candidate.self_test()
+    candidate = Classifier(state.real, **current.options.as_kwargs())
+    result = self_test(candidate)
     if not result.passed:
         raise ConformanceError(f"{state.real}: self-test failed on {result.format}: {'; '.join(result.failures)}")
     return candidate, {"format": result.format, "max_abs_logit_diff": result.max_abs_logit_diff,
@@ -110,9 +97,25 @@ def rejected_record(path: Path, candidate: Path | None, exc: BaseException, serv
             "serving": serving}
 
 
-class BundleWatcher:
+def reload_now(clf: Classifier) -> dict[str, Any]:
+    """Load the bundle now at ``clf``'s path, check it (sha256, signature when a key is set, self-test) and swap
+    ``clf`` to it; returns the ``model_swap`` record. On any failure this raises and the old model keeps serving.
+    Call it between frames, from the thread that classifies."""
+    if not clf.source_path.is_dir():
+        raise UsageError(f"reloading needs a bundle directory (or a symlink to one); {clf.source_path} is not one")
+    state = bundle_state(clf.source_path)
+    if state is None:
+        raise ModelLoadError(f"no bundle at {clf.source_path} right now (an update in progress?); try again")
+    old = clf.bundle_facts()
+    candidate, checked = load_checked(clf, state)
+    clf.swap_to(candidate)
+    return swap_record(clf.source_path, old, clf.bundle_facts(), checked, clf.verify_key is not None)
+
+
+class HotReloader:
     """Polls ``clf``'s bundle path in a daemon thread and prepares a checked candidate for the serving thread,
-    which takes it with ``take()`` between frames. Failures go to ``on_event`` at once."""
+    which takes it with ``take()`` between frames (the stream loop does, when given ``reloader=``). Every
+    outcome, a swap or a rejected update, goes to ``on_event`` as one record; the thread never dies of one."""
 
     def __init__(self, clf: Classifier, on_event: Event, interval: float = 1.0):
         if not clf.source_path.is_dir():
@@ -126,7 +129,7 @@ class BundleWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgeport-reload", daemon=True)
 
-    def start(self) -> BundleWatcher:
+    def start(self) -> HotReloader:
         self._thread.start()
         return self
 
@@ -142,12 +145,12 @@ class BundleWatcher:
             return  # nothing there (mid-update) or nothing new: keep serving
         self._seen = state  # tried once per change: a failure waits for the path to change again
         try:
-            candidate, self_test = load_checked(self.clf, state)
+            candidate, checked = load_checked(self.clf, state)
         except Exception as exc:  # every failure keeps the old model; the record names the check
-            self.on_event(rejected_record(self.clf.source_path, state.real, exc, identity(self.clf)))
+            self.on_event(rejected_record(self.clf.source_path, state.real, exc, self.clf.bundle_facts()))
             return
         with self._lock:
-            self._pending = (candidate, self_test, state)
+            self._pending = (candidate, checked, state)
 
     def take(self) -> dict[str, Any] | None:
         """In the serving thread, between frames: adopt a checked candidate if one is ready; its swap record."""
@@ -155,13 +158,16 @@ class BundleWatcher:
             pending, self._pending = self._pending, None
         if pending is None:
             return None
-        candidate, self_test, _state = pending
-        old = identity(self.clf)
-        self.clf._adopt(candidate)
-        record = swap_record(self.clf.source_path, old, identity(self.clf), self_test, self.clf.verify_key is not None)
+        candidate, checked, _state = pending
+        old = self.clf.bundle_facts()
+        self.clf.swap_to(candidate)
+        record = swap_record(self.clf.source_path, old, self.clf.bundle_facts(), checked, self.clf.verify_key is not None)
         self.on_event(record)
         return record
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.poll_once()
+            try:
+                self.poll_once()
+            except Exception as exc:  # e.g. the path's folder unreadable: reported, and the next look tries again
+                self.on_event(rejected_record(self.clf.source_path, None, exc, self.clf.bundle_facts()))

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .bundle import bundle_root_of
 from .errors import MissingDependencyError, SignatureError, UsageError
-from .manifest import MANIFEST_NAME, sha256_file
+from .manifest import MANIFEST_NAME, bundle_root_of, sha256_file
 
 __all__ = ["SIGNATURE_NAME", "VERIFY_KEY_ENV", "SignatureCheck", "verify_key_from", "device_key_ignored", "verify_bundle", "require_signed",
            "model_signing_module"]
@@ -68,9 +67,12 @@ def verify_key_from(key: str | os.PathLike | None | bool) -> Path | None:
     if key is False:
         return None
     if key is None or key is True:
-        key = None if _BUILDING.get() else os.environ.get(VERIFY_KEY_ENV) or None
+        key = None if _BUILDING.get() else os.environ.get(VERIFY_KEY_ENV)
         if key is None:
             return None
+    if not str(key).strip():  # a device told to verify must never fail open on an empty setting
+        raise UsageError(f"the verify key is set but empty (--verify-key or ${VERIFY_KEY_ENV}={key!r}): give the PEM "
+                         f"public key's path, or unset {VERIFY_KEY_ENV} to serve unsigned bundles")
     path = Path(key)
     if not path.is_file():
         raise UsageError(f"verify key {path} does not exist (from --verify-key or ${VERIFY_KEY_ENV}); "

@@ -25,7 +25,7 @@ EXPECTED = {
     "EdgeportError": 2, "UsageError": 2, "MissingDependencyError": 2, "ContractError": 2, "ImageDecodeError": 2,
     "FrameSourceError": 2, "ModelLoadError": 2, "IntegrityError": 2, "ManifestError": 2, "SignatureError": 2, "ConformanceError": 2, "DataError": 2, "CalibrationError": 2,
     "WeightsNotFoundError": 2, "LayerNameError": 2, "VerificationError": 3, "GateError": 2, "AccuracyGateError": 4,
-    "SpeedGateError": 5, "WorkerFailedError": 7,
+    "SpeedGateError": 5, "WorkerFailedError": 7, "ConfigError": 2, "DeliveryError": 8,
 }
 
 

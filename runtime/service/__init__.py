@@ -1,25 +1,13 @@
 """The camera box as a service: several sources in one process and one model, reconnects, MQTT, health and
-metrics, and the frames worth relabelling (docs/service.md).
+metrics, the frames worth relabelling, and the TOML file that configures it all (docs/service.md).
 
-Each source has its own thread that reads, decodes and preprocesses frames into its own bounded queue (a live
-source drops the oldest frame when the queue is full, a file never does); one inference loop takes what is
-ready from every queue and classifies it in one call. Sinks are plain callables that get each record.
+The stream loop itself (sources, queues, counters) is ``edgeport.runtime.stream``; this package adds what a box
+runs around it: ``box.Box`` opens the MQTT sink, the health server and the capture that a ``config.ServiceConfig``
+asks for, and builds its sources.
 """
 
-from .hub import Hub
-from .run import MultiStream, record_of, serve
-from .sources import (
-           Backoff,
-           Source,
-           camera_source,
-           file_source,
-           frames_source,
-           parse_names,
-           url_source,
-           video_source,
-           watch_source,
-)
-from .stats import Stats
+from .box import Box, build_sources
+from .capture import Capture
+from .config import ServiceConfig, load_config
 
-__all__ = ["Hub", "MultiStream", "record_of", "serve", "Backoff", "Source", "camera_source", "file_source", "frames_source", "parse_names",
-           "url_source", "video_source", "watch_source", "Stats"]
+__all__ = ["Box", "build_sources", "Capture", "ServiceConfig", "load_config"]

@@ -4,16 +4,26 @@ A frame is kept when its top-1 probability is below ``below`` or its top-1/top-2
 ``rate`` per minute per source, as ``DIR/<source id>/<UTC time>_<frame>.jpg`` plus a ``.json`` sidecar (source,
 time, top-k, model sha256, why). The folder stays under ``max_mb``: the oldest captures are deleted first. A person
 sorts the JPEGs into ``<dataset>/train/<class>/`` folders and ``edge-train`` reads them (docs/service.md).
+
+What capture owns, and only that, counts against the quota and may be deleted: a JPEG whose name has capture's
+pattern and whose sidecar carries ``CAPTURE_MARK``, found without following a symlink. A folder that also holds a
+dataset's photos (or is a symlink to one) loses none of them. A capture that fails to write (a full disk, a
+read-only mount) never stops classification: it is reported (``on_error``), pauses for ``RETRY_S`` seconds (so a
+full disk gives one report a minute, not one a frame), then tries again; a half-written pair is removed.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import stat
 import time
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -23,26 +33,74 @@ from ..errors import UsageError
 from ..frames import Frame
 from ..records import StreamResult, clean_text
 
-__all__ = ["Capture"]
+__all__ = ["Capture", "CAPTURE_MARK", "RETRY_S"]
+
+#: The sidecar key that says "capture wrote this pair" (its value: the sidecar format's version).
+CAPTURE_MARK = "edgeport_capture"
+#: Seconds capture pauses after a failed write before it tries again.
+RETRY_S = 60.0
+_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(_\d+)?\.jpg$")
+
+
+def _regular(path: Path) -> os.stat_result | None:
+    """``path``'s lstat when it is a regular file (not a symlink), else None."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _owned(jpeg: Path) -> int | None:
+    """The bytes of a capture pair that capture wrote (name pattern, regular files, marked sidecar), else None."""
+    if not _NAME.match(jpeg.name):
+        return None
+    sidecar = jpeg.with_suffix(".json")
+    picture, side = _regular(jpeg), _regular(sidecar)
+    if picture is None or side is None or side.st_size > 64 * 1024:
+        return None
+    try:
+        marked = CAPTURE_MARK in json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    return picture.st_size + side.st_size if marked else None
 
 
 class Capture:
     def __init__(self, folder: str | Path, below: float | None = 0.5, margin: float | None = None, rate: float = 6.0,
-                 max_mb: float = 500.0, model_sha256: str | None = None, quality: int = 90):
+                 max_mb: float = 500.0, model_sha256: str | None = None, quality: int = 90,
+                 on_error: Callable[[str], None] | None = None):
         if below is None and margin is None:
             raise UsageError("--capture needs --capture-below P and/or --capture-margin M: which frames count as unsure")
         self.folder, self.below, self.margin, self.rate = Path(folder), below, margin, rate
         self.max_bytes, self.model_sha256, self.quality = int(max_mb * 1024 * 1024), model_sha256, quality
+        self.on_error = on_error
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"--capture {folder}: cannot create the folder ({exc.strerror})") from exc
         self._recent: dict[str, deque[float]] = {}
-        self.saved, self.deleted = 0, 0
-        # What is there already counts against the quota, oldest first (captures of an earlier run too).
-        existing = sorted(self.folder.glob("*/*.jpg"), key=lambda p: p.stat().st_mtime)
-        self._files: deque[tuple[Path, int]] = deque((p, self._size(p)) for p in existing)
+        self.saved, self.deleted, self.failed = 0, 0, 0
+        self.last_error: str | None = None
+        self._paused_until = 0.0
+        # What capture wrote before (an earlier run) counts against the quota, oldest first; nothing else does.
+        found = [(p, size) for p in self._candidates() if (size := _owned(p)) is not None]
+        found.sort(key=lambda item: item[0].lstat().st_mtime)
+        self._files: deque[tuple[Path, int]] = deque(found)
         self._total = sum(size for _, size in self._files)
+
+    def _candidates(self) -> list[Path]:
+        """JPEGs one level down, per source folder, without following a symlink (to a folder or a file)."""
+        out = []
+        try:
+            with os.scandir(self.folder) as top:
+                folders = [Path(e.path) for e in top if e.is_dir(follow_symlinks=False)]
+            for folder in folders:
+                with os.scandir(folder) as entries:
+                    out += [Path(e.path) for e in entries if e.is_file(follow_symlinks=False) and e.name.endswith(".jpg")]
+        except OSError:
+            pass
+        return out
 
     @staticmethod
     def _size(jpeg: Path) -> int:
@@ -70,10 +128,11 @@ class Capture:
         return True
 
     def consider(self, frame: Frame, result: StreamResult) -> Path | None:
-        """Keep ``frame`` if the model was unsure and the source's rate allows; the JPEG's path, or None."""
+        """Keep ``frame`` if the model was unsure and the source's rate allows; the JPEG's path, or None.
+        A failed write is reported and pauses capture; it never raises into the stream."""
         reason = self.why(result)
         source_id = result.source_id or "default"
-        if reason is None or not self._allowed(source_id):
+        if reason is None or time.monotonic() < self._paused_until or not self._allowed(source_id):
             return None
         picture = _picture(frame)
         if picture is None:
@@ -81,29 +140,51 @@ class Capture:
         now = datetime.now(timezone.utc)
         stem = now.strftime("%Y%m%dT%H%M%S.%fZ") + (f"_{frame.index}" if frame.index is not None else "")
         folder = self.folder / source_id
-        folder.mkdir(exist_ok=True)
         jpeg = folder / f"{stem}.jpg"
-
         buffer = io.BytesIO()
         picture.save(buffer, "JPEG", quality=self.quality)
-        sidecar = {"source_id": source_id, "source": clean_text(result.source), "frame": frame.index,
+        sidecar = {CAPTURE_MARK: 1, "source_id": source_id, "source": clean_text(result.source), "frame": frame.index,
                    "timestamp": frame.timestamp, "time": now.isoformat(timespec="milliseconds"), "reason": reason,
                    "label": result.label, "top_k": [{"label": label, "score": round(score, 6)} for label, score in result.top],
                    "model_sha256": self.model_sha256}
         text = json.dumps(sidecar, ensure_ascii=False, indent=1).encode()
-        atomic_write_bytes(jpeg.with_suffix(".json"), lambda fh: fh.write(text))  # the sidecar first: a JPEG always has one
-        atomic_write_bytes(jpeg, lambda fh: fh.write(buffer.getvalue()))
-        size = self._size(jpeg)
+        try:
+            if folder.is_symlink():
+                raise OSError(f"{folder} is a symlink; capture writes only into folders of its own")
+            folder.mkdir(exist_ok=True)
+            atomic_write_bytes(jpeg.with_suffix(".json"), lambda fh: fh.write(text))  # sidecar first: a JPEG always has one
+            atomic_write_bytes(jpeg, lambda fh: fh.write(buffer.getvalue()))
+            size = self._size(jpeg)
+        except OSError as exc:
+            for path in (jpeg, jpeg.with_suffix(".json")):  # no orphan: a sidecar without its JPEG is removed
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            self._failed(f"capture to {folder} failed ({exc.strerror or exc}); classification goes on, capture retries "
+                         f"in {RETRY_S:.0f} s (free space, or point --capture at a writable folder)")
+            return None
         self._files.append((jpeg, size))
         self._total += size
         self.saved += 1
         while self._total > self.max_bytes and self._files:
             old, old_size = self._files.popleft()
             for path in (old, old.with_suffix(".json")):
-                path.unlink(missing_ok=True)
+                if _regular(path) is not None:  # never a symlink planted in place of a capture
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass
             self._total -= old_size
             self.deleted += 1
         return jpeg if jpeg.exists() else None
+
+    def _failed(self, message: str) -> None:
+        self.failed += 1
+        self.last_error = message
+        self._paused_until = time.monotonic() + RETRY_S
+        if self.on_error is not None:
+            self.on_error(message)
 
 
 def _picture(frame: Frame) -> Image.Image | None:

@@ -3,6 +3,11 @@
 
 The metric families are built from a ``Stats`` snapshot at scrape time (a custom collector in a registry of our
 own), so nothing global is registered and the service loop only updates plain counters.
+
+The port must never cost the box its classification: each connection has a socket timeout (``SOCKET_TIMEOUT_S``)
+and at most ``MAX_CONNECTIONS`` are served at once (the rest are closed at once, before a thread or a read), so a
+client holding connections open (slowloris) cannot use up the process's file descriptors or threads; a client that
+goes away mid-answer is not a traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +18,45 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 from ..errors import MissingDependencyError, UsageError
-from .stats import LATENCY_BUCKETS_S, Stats
+from ..stream.stats import LATENCY_BUCKETS_S, Stats
 
-__all__ = ["HealthServer", "metrics_registry"]
+__all__ = ["HealthServer", "metrics_registry", "MAX_CONNECTIONS", "SOCKET_TIMEOUT_S"]
+
+#: Connections served at once; a scraper and a load balancer's probe need a few.
+MAX_CONNECTIONS = 16
+#: Seconds a connection may take to send its request (and to take the answer).
+SOCKET_TIMEOUT_S = 5.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a cap on live connections and no traceback per broken client."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)  # over the cap: closed before any thread or read
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hung up or timed out: nothing for the operator to act on
 
 
 def _prometheus() -> Any:
@@ -36,6 +77,7 @@ def metrics_registry(stats: Stats) -> Any:
             with stats.lock:
                 sources = {k: (s.frames, s.errors, s.drops, s.queue_depth, s.state, s.outages) for k, s in stats.sources.items()}
                 buckets, count, total = list(stats.bucket_counts), stats.latency_count, stats.latency_sum_s
+                capture_errors, delivery = stats.capture_errors, stats.delivery
             families = {
                 "frames": CounterMetricFamily("edgeport_frames", "Frames classified (ok or not) per source", labels=["source"]),
                 "errors": CounterMetricFamily("edgeport_frame_errors", "Frames that gave an error record", labels=["source"]),
@@ -54,6 +96,19 @@ def metrics_registry(stats: Stats) -> Any:
                                               "Inference time per frame (its share of a batched call)")
             histogram.add_metric([], [(str(b), c) for b, c in zip(LATENCY_BUCKETS_S, buckets)] + [("+Inf", count)], total)
             yield histogram
+            failed = CounterMetricFamily("edgeport_capture_errors", "Captures that could not be written (disk full, "
+                                         "read-only); classification went on")
+            failed.add_metric([], capture_errors)
+            yield failed
+            if delivery is not None:
+                up = GaugeMetricFamily("edgeport_mqtt_connected", "1 while the MQTT broker is connected")
+                up.add_metric([], int(delivery.connected))
+                queued = GaugeMetricFamily("edgeport_mqtt_queued", "Records waiting for the broker")
+                queued.add_metric([], delivery.pending)
+                dropped = CounterMetricFamily("edgeport_mqtt_dropped", "Records dropped from the full queue while the "
+                                              "broker was away")
+                dropped.add_metric([], delivery.dropped)
+                yield from (up, queued, dropped)
             info = GaugeMetricFamily("edgeport_model_info", "The model served (1)", labels=["sha256", "format"])
             info.add_metric([stats.model_sha256 or "", stats.model_format or ""], 1)
             yield info
@@ -71,14 +126,22 @@ class HealthServer:
         registry = metrics_registry(stats)
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = SOCKET_TIMEOUT_S  # the socket's timeout: a silent client is dropped, not waited for
+
             def log_message(self, *args: Any) -> None:  # no access log on the records' stderr
                 pass
 
+            def do_HEAD(self) -> None:
+                self._answer(with_body=False)
+
             def do_GET(self) -> None:
+                self._answer(with_body=True)
+
+            def _answer(self, with_body: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
-                    healthy, body = stats.health(max_age_s)
-                    data, status, kind = json.dumps(body).encode(), 200 if healthy else 503, "application/json"
+                    healthy, report = stats.health(max_age_s)
+                    data, status, kind = json.dumps(report).encode(), 200 if healthy else 503, "application/json"
                 elif path == "/metrics":
                     data, status, kind = prometheus_client.generate_latest(registry), 200, prometheus_client.CONTENT_TYPE_LATEST
                 else:
@@ -87,13 +150,13 @@ class HealthServer:
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if with_body:
+                    self.wfile.write(data)
 
         try:
-            self.server = ThreadingHTTPServer((host, port), Handler)
+            self.server = _BoundedServer((host, port), Handler)
         except OSError as exc:
             raise UsageError(f"--health-port {port}: cannot listen on {host}:{port} ({exc.strerror}); pick a free port") from exc
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="edgeport-health", daemon=True)
 

@@ -6,6 +6,10 @@ when it is full) and one publisher thread hands them to paho while connected, at
 at a time. After a disconnect paho resends its unacknowledged QoS 1 messages first; new ones follow only once those
 are acknowledged, so a subscriber sees records in order (QoS 1 is at-least-once: a resent one may come twice). The
 count of dropped records goes to ``<prefix>/dropped`` once connected again.
+
+Delivery failures are never silent: ``warn`` gets one line when the broker cannot be reached or goes away (and one
+when it is back), ``connected`` is what /metrics shows, and ``undelivered`` after ``close()`` counts every record
+that never reached the broker (dropped from the full queue, or still queued when the service stopped).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import os
 import socket
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from ..errors import MissingDependencyError, UsageError
+from ..redact import redact_url
 
 __all__ = ["MqttTarget", "MqttSink", "parse_mqtt_url", "MAX_INFLIGHT", "DEFAULT_QUEUE"]
 
@@ -44,15 +49,19 @@ class MqttTarget:
 def parse_mqtt_url(url: str) -> MqttTarget:
     """``mqtt://[user:pass@]host[:port]/topic/prefix`` (``mqtts://`` for TLS, default ports 1883 / 8883)."""
     parts = urlsplit(url)
+    shown = redact_url(url)  # a usage error must not echo the broker's password
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise UsageError(f"--mqtt {url!r}: write mqtt://[user:pass@]host[:port]/prefix (or mqtts:// for TLS)")
+        raise UsageError(f"--mqtt {shown!r}: write mqtt://[user@]host[:port]/prefix (or mqtts:// for TLS)")
     prefix = parts.path.strip("/")
     if not parts.hostname or not prefix or "+" in prefix or "#" in url or "?" in url or "//" in prefix:
-        raise UsageError(f"--mqtt {url!r}: needs a host and a topic prefix without wildcards, e.g. mqtt://broker/edgeport")
+        raise UsageError(f"--mqtt {shown!r}: needs a host and a topic prefix without wildcards, e.g. mqtt://broker/edgeport")
+    if prefix.startswith("$"):
+        raise UsageError(f"--mqtt {shown!r}: a topic starting with '$' ({prefix!r}) is the broker's own ($SYS …), and a "
+                         "broker drops what clients publish there; pick another prefix, e.g. edgeport")
     try:
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError as exc:
-        raise UsageError(f"--mqtt {url!r}: bad port ({exc})") from exc
+        raise UsageError(f"--mqtt {shown!r}: bad port") from exc
     return MqttTarget(parts.hostname, port, prefix, parts.scheme == "mqtts",
                       unquote(parts.username) if parts.username else None, unquote(parts.password) if parts.password else None)
 
@@ -69,9 +78,14 @@ class MqttSink:
     """A sink (a plain callable taking a record) publishing to an MQTT broker; ``close()`` sends ``offline``."""
 
     def __init__(self, url: str, qos: int = 1, ca_file: str | os.PathLike | None = None, queue_max: int = DEFAULT_QUEUE,
-                 client_id: str | None = None, reconnect_max: float = 30.0, keepalive: int = 30):
+                 client_id: str | None = None, reconnect_max: float = 30.0, keepalive: int = 30,
+                 username: str | None = None, password: str | None = None,
+                 warn: Callable[[str], None] = lambda message: None):
+        """``username``/``password`` (from a file or the environment: docs/service.md) win over any in ``url``."""
         mqtt = _paho()
         self.target, self.qos = parse_mqtt_url(url), qos
+        if username is not None or password is not None:
+            self.target = replace(self.target, username=username or self.target.username, password=password)
         if qos not in (0, 1, 2):
             raise UsageError(f"MQTT QoS {qos}: use 0, 1 or 2")
         if ca_file is not None and not self.target.tls:
@@ -86,6 +100,8 @@ class MqttSink:
         self._cond = threading.Condition()
         self._connected = False
         self._closing = False
+        self._warn, self._down_reported = warn, False
+        self.undelivered = 0
         client_id = client_id or f"edgeport-{socket.gethostname()}-{os.getpid()}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self.target.username is not None:
@@ -98,6 +114,7 @@ class MqttSink:
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.reconnect_delay_set(1, max(1, int(reconnect_max)))
         self.client.on_connect, self.client.on_disconnect, self.client.on_publish = self._on_connect, self._on_disconnect, self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.connect_async(self.target.host, self.target.port, keepalive)
         self.client.loop_start()  # paho's thread: network I/O and reconnects
         self._thread = threading.Thread(target=self._publish_loop, name="edgeport-mqtt", daemon=True)
@@ -106,16 +123,40 @@ class MqttSink:
     # paho callbacks (its network thread)
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
         if reason.is_failure:
+            self._broker_down(f"the broker refused the connection ({reason})")
             return
         client.publish(self.status_topic, "online", qos=1, retain=True)
         with self._cond:
             self._connected = True
             self._cond.notify_all()
+        if self._down_reported:
+            self._down_reported = False
+            self._warn(f"MQTT broker {self.where} is back: sending the {self.pending} queued records")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._broker_down("it cannot be reached")
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         with self._cond:
             self._connected = False
             self._cond.notify_all()
+        if not self._closing:
+            self._broker_down(f"the connection was lost ({reason})")
+
+    def _broker_down(self, why: str) -> None:
+        """One warning per outage, not one per reconnect attempt."""
+        if not self._down_reported:
+            self._down_reported = True
+            self._warn(f"warning: MQTT broker {self.where}: {why}; records are kept (up to {self.queue_max}) and sent "
+                       "once it is back")
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.host}:{self.target.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         with self._cond:
@@ -188,3 +229,5 @@ class MqttSink:
             self.client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
+        with self._cond:
+            self.undelivered = self.dropped + len(self._queue) + len(self._inflight)

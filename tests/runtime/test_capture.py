@@ -13,9 +13,8 @@ import pytest
 from edgeport.runtime import Classifier
 from edgeport.runtime.errors import UsageError
 from edgeport.runtime.frames import Frame
-from edgeport.runtime.service import frames_source, serve
 from edgeport.runtime.service.capture import Capture
-from edgeport.runtime.service.sources import SourceEvent
+from edgeport.runtime.stream import SourceEvent, Stream, classify_stream, frames_source
 from PIL import Image
 
 from .test_service import COLOURS_BGR, colour_video
@@ -44,7 +43,7 @@ def test_unsure_frames_are_kept_with_a_sidecar_and_sure_ones_are_not(bundle, tmp
     assert grey_score < 0.6 < red_score  # the model is unsure about grey, sure about red
     capture = Capture(tmp_path / "cap", below=0.6, rate=100, model_sha256="ab" * 32)
     colours = [COLOURS_BGR["red"], GREY] * 4
-    results = [r for r in serve(clf, [frames_source("door", _frames(colours))], capture=capture, top_k=3)
+    results = [r for r in Stream(clf, [frames_source("door", _frames(colours))], capture=capture, top_k=3)
                if not isinstance(r, SourceEvent)]
     assert len(results) == 8
     jpegs = sorted((tmp_path / "cap" / "door").glob("*.jpg"))
@@ -60,7 +59,7 @@ def test_unsure_frames_are_kept_with_a_sidecar_and_sure_ones_are_not(bundle, tmp
 def test_margin_catches_a_close_second(bundle, tmp_path):
     clf = Classifier(bundle, threads=1)
     magenta = (255, 0, 255)  # red and blue about even: a confident-looking top-1 can still be a coin toss
-    result = next(r for r in clf.stream(_frames([magenta]), top_k=2))
+    result = next(r for r in classify_stream(clf, _frames([magenta]), top_k=2))
     margin = result.top[0][1] - result.top[1][1]
     capture = Capture(tmp_path / "cap", below=None, margin=margin + 0.01, rate=10)
     assert capture.why(result) and "margin" in capture.why(result)
@@ -70,11 +69,11 @@ def test_margin_catches_a_close_second(bundle, tmp_path):
 def test_rate_and_quota(bundle, tmp_path):
     clf = Classifier(bundle, threads=1)
     limited = Capture(tmp_path / "rate", below=0.6, rate=3)
-    list(serve(clf, [frames_source("a", _frames([GREY] * 10)), frames_source("b", _frames([GREY] * 10))], capture=limited))
+    list(Stream(clf, [frames_source("a", _frames([GREY] * 10)), frames_source("b", _frames([GREY] * 10))], capture=limited))
     assert len(list((tmp_path / "rate" / "a").glob("*.jpg"))) == 3 and len(list((tmp_path / "rate" / "b").glob("*.jpg"))) == 3
     one = limited._size(next((tmp_path / "rate" / "a").glob("*.jpg")))
     quota = Capture(tmp_path / "quota", below=0.6, rate=1000, max_mb=(one * 3.5) / 2**20)
-    list(serve(clf, [frames_source("a", _frames([GREY] * 10, size=96))], capture=quota))
+    list(Stream(clf, [frames_source("a", _frames([GREY] * 10, size=96))], capture=quota))
     kept = sorted((tmp_path / "quota" / "a").glob("*.jpg"))
     assert quota.saved == 10 and quota.deleted >= 7 and 1 <= len(kept) <= 3
     assert [json.loads(p.with_suffix(".json").read_text())["frame"] for p in kept] == list(range(10 - len(kept), 10))

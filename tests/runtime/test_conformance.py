@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from edgeport.runtime import Classifier
 from edgeport.runtime.cli import main as predict_main
-from edgeport.runtime.conformance import KIT_DIR, KIT_NAME, KIT_SCHEMA_VERSION, read_kit
+from edgeport.runtime.conformance import KIT_DIR, KIT_NAME, KIT_SCHEMA_VERSION, read_kit, self_test
 from edgeport.runtime.errors import ConformanceError, ExitCode
 from edgeport.runtime.preprocess import preprocess
 from PIL import Image
@@ -52,7 +52,7 @@ def test_kit_files_are_what_the_layout_says(imagenet_bundle):
 
 
 def test_self_test_passes_on_the_exporting_runtime(imagenet_bundle):
-    result = Classifier(imagenet_bundle).self_test()
+    result = self_test(Classifier(imagenet_bundle))
     assert result.passed, result.failures
     assert result.format == "onnx" and result.top1_agreement == 1.0
     assert result.max_abs_logit_diff <= result.logit_tolerance and result.preprocess_max_abs_diff <= result.preprocess_tolerance
@@ -67,7 +67,7 @@ def test_self_test_passes_on_the_exporting_runtime(imagenet_bundle):
 def test_self_test_fails_when_the_model_does_not_reproduce_the_export(bundle):
     scale_weights(bundle / "model.onnx", 1.05)  # a runtime or a model that computes something else
     rehash_manifest(bundle)  # the sha256 check passes: only the self-test can tell
-    result = Classifier(bundle).self_test()
+    result = self_test(Classifier(bundle))
     assert not result.passed and result.max_abs_logit_diff > result.logit_tolerance
     cli = CliRunner().invoke(predict_main, [str(bundle), "--self-test"])
     assert cli.exit_code == ExitCode.SELF_TEST_FAILED == 3  # as VERIFICATION: this runtime does not reproduce the export
@@ -80,7 +80,7 @@ def test_self_test_reports_a_top1_flip(bundle):
     logits[0] = logits[0][::-1].copy()  # the export's answer for image 00 was a different class
     np.save(path, logits)
     rehash_manifest(bundle)
-    result = Classifier(bundle).self_test()
+    result = self_test(Classifier(bundle))
     assert not result.passed and any("top-1 changed on images/00.jpg" in f for f in result.failures)
     assert result.top1_agreement < 1.0
 
@@ -89,7 +89,7 @@ def test_self_test_catches_a_preprocessing_difference(bundle):
     image = bundle / KIT_DIR / "images" / "00.jpg"
     Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image, quality=90)  # not the photo the tensor came from
     rehash_manifest(bundle)
-    result = Classifier(bundle).self_test()
+    result = self_test(Classifier(bundle))
     assert not result.passed and result.preprocess_max_abs_diff > result.preprocess_tolerance
     assert any("preprocessing" in f for f in result.failures)
 

@@ -23,6 +23,7 @@ from edgeport.runtime import Classifier
 from edgeport.runtime.cli import main as predict_main
 from edgeport.runtime.conformance import KIT_DIR
 from edgeport.runtime.errors import ConformanceError, SignatureError, UsageError
+from edgeport.runtime.reload import reload_now
 
 from ..bundles import rehash_manifest, relabel
 from ..keys import make_key_pair
@@ -223,10 +224,10 @@ def test_classifier_reload_swaps_or_keeps_the_old_model(releases, keys, sample_p
     for bad, error in (("bad_signature", SignatureError), ("bad_self_test", ConformanceError)):
         _switch_symlink(link, releases[bad])
         with pytest.raises(error):
-            clf.reload()
+            reload_now(clf)
         assert clf.predict(sample_photos[0]) == before  # still the old model
     _switch_symlink(link, releases["v2"])
-    record = clf.reload()
+    record = reload_now(clf)
     assert record["event"] == "model_swap" and record["new"]["bundle"] == str(releases["v2"].resolve())
     after = clf.predict(sample_photos[0])
     assert after.label == "v2:" + before.label and after.score == pytest.approx(before.score)
@@ -237,4 +238,4 @@ def test_reload_needs_a_bundle_directory(imagenet_bundle, sample_photos):
     result = CliRunner().invoke(predict_main, [str(model_file), str(sample_photos[0]), "--reload"])
     assert result.exit_code == 2 and "hot reload watches a bundle directory" in result.output
     with pytest.raises(UsageError, match="needs a bundle directory"):
-        Classifier(model_file).reload()
+        reload_now(Classifier(model_file))

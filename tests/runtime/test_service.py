@@ -15,8 +15,7 @@ import pytest
 from edgeport.runtime import Classifier
 from edgeport.runtime.errors import UsageError
 from edgeport.runtime.frames import Frame
-from edgeport.runtime.service import Backoff, MultiStream, parse_names, serve, url_source
-from edgeport.runtime.service.sources import SourceEvent
+from edgeport.runtime.stream import Backoff, SourceEvent, Stream, classify_stream, frames_source, parse_names, url_source
 
 from .mjpeg_server import MjpegServer, free_port, solid_jpeg
 from .tiny_models import colour_bundle
@@ -69,8 +68,8 @@ def test_python_api_streams_several_sources_into_plain_callables(bundle):
             yield Frame(f"{colour}-cam", image, color="bgr", index=i)
 
     sink: list[dict] = []
-    results = list(clf.stream({"left": pictures("red", 12), "right": pictures("green", 7)}, top_k=1, batch="auto",
-                              sinks=[sink.append]))
+    results = list(Stream(clf, [frames_source("left", pictures("red", 12)), frames_source("right", pictures("green", 7))],
+                          top_k=1, batch="auto", sinks=[sink.append]))
     frames = [r for r in results if not isinstance(r, SourceEvent)]
     assert len(frames) == 19 and len(sink) == len(results)
     assert [r.index for r in frames if r.source_id == "left"] == list(range(12))
@@ -87,16 +86,10 @@ def test_batch_auto_classifies_frames_of_several_sources_in_one_call(bundle):
     clf.classify_prepared = lambda items, *a: (calls.append(len(items)), real(items, *a))[1]  # observe, not replace
     frames = {f"s{i}": [Frame(f"s{i}", np.full((32, 32, 3), 200, np.uint8), color="bgr", index=j) for j in range(20)]
               for i in range(4)}
-    stream = MultiStream(clf, [_source(k, v) for k, v in frames.items()], batch="auto").start()
+    stream = Stream(clf, [frames_source(k, v) for k, v in frames.items()], batch="auto").start()
     time.sleep(0.5)  # every reader thread fills its queue (2 frames each) before the first take
     results = [r for items in stream.batches() for r in stream.classify(items) if not isinstance(r, SourceEvent)]
     assert len(results) == 80 and max(calls) == 4 and sum(calls) == 80
-
-
-def _source(name, frames):
-    from edgeport.runtime.service import frames_source
-
-    return frames_source(name, frames)
 
 
 def test_names_are_checked():
@@ -118,10 +111,10 @@ def test_a_stream_that_drops_out_reconnects_with_one_record_per_outage_while_ano
             time.sleep(0.05)
             yield Frame("paced", np.full((32, 32, 3), (255, 0, 0), np.uint8), color="bgr", index=i)
 
-    sources = [url_source("cam", server.url, backoff=Backoff(0.1, 0.4)), _source("other", slow_file_frames())]
+    sources = [url_source("cam", server.url, backoff=Backoff(0.1, 0.4)), frames_source("other", slow_file_frames())]
     events, counts, phase = [], {"cam": [0, 0, 0], "other": [0, 0, 0]}, 0
     t_stop = None
-    for item in serve(clf, sources, top_k=1):
+    for item in Stream(clf, sources, top_k=1):
         if isinstance(item, SourceEvent):
             events.append(item)
             if item.event == "source_lost" and item.source_id == "cam":
@@ -201,9 +194,7 @@ def test_a_live_source_keeps_only_its_newest_frame_and_a_file_source_waits_for_r
             produced[name] = i + 1
             yield Frame(name, np.full((32, 32, 3), 255, np.uint8), color="bgr", index=i)
 
-    from edgeport.runtime.service import frames_source
-
-    stream = MultiStream(clf, [frames_source("cam", fast("cam"), live=True), frames_source("file", fast("file"))], batch=1).start()
+    stream = Stream(clf, [frames_source("cam", fast("cam"), live=True), frames_source("file", fast("file"))], batch=1).start()
     time.sleep(1.0)  # nothing is taken meanwhile: the camera runs through its 200 frames, the file stops at its queue
     assert produced["cam"] == 200 and produced["file"] <= 4
     seen = {"cam": [], "file": []}
@@ -218,7 +209,7 @@ def test_a_live_source_keeps_only_its_newest_frame_and_a_file_source_waits_for_r
 
 @pytest.mark.parametrize("form", ["one source", "several sources"])
 def test_python_api_stream_captures_unsure_frames_in_both_forms(bundle, tmp_path, form):
-    """``Classifier.stream(..., capture=Capture(...))``: edge-predict's --capture from Python, one source or several."""
+    """``classify_stream``/``Stream`` with ``capture=Capture(...)``: edge-predict's --capture from Python, one source or several."""
     from edgeport.runtime.service.capture import Capture
 
     clf = Classifier(bundle, threads=1)
@@ -229,7 +220,8 @@ def test_python_api_stream_captures_unsure_frames_in_both_forms(bundle, tmp_path
     top1 = clf.predict(mixed, top_k=1, color="bgr").score
     capture = Capture(tmp_path / "cap", below=min(0.999, top1 + (1 - top1) / 2), rate=3)
     frames = [Frame("cam", image, color="bgr", index=i) for i, image in enumerate([sure, mixed] * 4)]
-    stream = clf.stream(frames if form == "one source" else {"cam": frames}, top_k=2, capture=capture)
+    stream = (classify_stream(clf, frames, top_k=2, capture=capture) if form == "one source"
+              else Stream(clf, [frames_source("cam", frames)], top_k=2, capture=capture))
     results = [r for r in stream if not isinstance(r, SourceEvent)]
     assert len(results) == 8 and capture.saved == 3  # 4 unsure frames, at most 3 a minute
     sidecars = [json.loads(p.read_text()) for p in sorted((tmp_path / "cap").rglob("*.json"))]

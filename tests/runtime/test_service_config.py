@@ -19,10 +19,10 @@ from edgeport.runtime.service.config import (
     ReconnectConfig,
     ServiceConfig,
     SourceConfig,
-    _Lines,
     config_from_flags,
     load_config,
 )
+from edgeport.runtime.service.config_lines import KeyLines
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "box.example.toml"
 DOOR_URL = "rtsp://viewer:door-secret@10.0.0.7:554/stream1"
@@ -301,7 +301,7 @@ x = 2
 
 
 def test_the_line_scanner():
-    lines = _Lines(SCANNED)
+    lines = KeyLines(SCANNED)
     assert lines.line((), "model") == 2 and lines.line((), "quoted key") == 3 and lines.line((), "notes") == 4
     assert lines.line((), "raw") == 8 and lines.line((), "list") == 11
     assert lines.line(("not", "a", "table"), None) is None and lines.line((), "every") is None
@@ -317,12 +317,12 @@ def test_the_line_scanner():
 @pytest.mark.parametrize("text", ["[", "[[", "a = '''", 'a = """\\', "[a.\"b", "= 1", "a.=1", "[sources.\"\\U0001F600\"]",
                                   "x = [[[[", "x = }}}", "\r\n\r\n", "a = 'b", "\ufeff[a]"])
 def test_the_line_scanner_never_crashes(text):
-    _Lines(text).line(("a",), "b")
+    KeyLines(text).line(("a",), "b")
 
 
 def test_the_line_scanner_agrees_with_every_key_of_the_example():
     text = EXAMPLE.read_text(encoding="utf-8")
-    lines = _Lines(text)
+    lines = KeyLines(text)
     for number, line in enumerate(text.split("\n"), 1):
         if match := re.match(r"^(\w+) = ", line):
             table = next((re.match(r"\[(.*)\]", h)[1] for h in reversed(text.split("\n")[:number]) if h.startswith("[")), "")

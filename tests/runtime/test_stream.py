@@ -24,6 +24,7 @@ from edgeport.runtime import Classifier
 from edgeport.runtime.cli import main as predict_main
 from edgeport.runtime.preprocess import preprocess, preprocess_fast
 from edgeport.runtime.records import UNKNOWN
+from edgeport.runtime.stream import classify_stream
 from PIL import Image
 
 from ..helpers import decompression_bomb, empty_file, text_as_jpeg, truncated_jpeg
@@ -111,13 +112,13 @@ def test_stream_reports_bad_frames_and_goes_on(clf, photos, tmp_path):
         good.read_bytes(),
         Image.open(photos[1]),
     ]
-    results = list(clf.stream(frames, top_k=3, color="bgr"))
+    results = list(classify_stream(clf, frames, top_k=3, color="bgr"))
     assert [r.ok for r in results] == [True, False, False, False, False, False, True, True]
     for result, words in zip(results[1:6], ["HxWx3", "truncated", "0 bytes", "not an image", "decompression bomb"]):
         assert words in result.error
     assert results[2].source == str(tmp_path / "truncated.jpg") and results[0].source == str(good)
     assert results[0].top == results[6].top and len(results[0].top) == 3 and results[0].latency_ms > 0
-    unknown = list(clf.stream([good], threshold=1.0))[0]
+    unknown = list(classify_stream(clf, [good], threshold=1.0))[0]
     assert unknown.label == UNKNOWN and unknown.top[0][0] != UNKNOWN
 
 

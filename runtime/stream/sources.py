@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..errors import FrameSourceError, UsageError
 from ..frames import Frame, camera_frames, file_frames, is_url, paced, url_frames, video_frames, watch_frames
 from ..inputs import expand_inputs
+from ..redact import redact_url
 
 __all__ = ["Backoff", "Source", "SourceEvent", "camera_source", "video_source", "url_source", "watch_source", "file_source",
            "frames_source", "parse_names", "RESERVED_IDS"]
@@ -71,12 +72,13 @@ class Source:
     open: Callable[[], Iterable[Frame]]
     live: bool = False
     backoff: Backoff | None = None
+    tag: bool = True  # False: frames keep their own source_id (the single anonymous source of ``classify_stream``)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame | SourceEvent]:
         """Frames tagged with this source's id; for a live source with a ``backoff``, reconnecting until ``stop``."""
         if not (self.live and self.backoff):
             for frame in self.open():
-                yield _tagged(frame, self.id)
+                yield _tagged(frame, self.id) if self.tag else frame
             return
         down_since: float | None = None
         delays = self.backoff.delays()
@@ -99,8 +101,6 @@ class Source:
 
 
 def _tagged(frame: Frame, source_id: str) -> Frame:
-    from dataclasses import replace
-
     return replace(frame, source_id=source_id)
 
 
@@ -111,7 +111,7 @@ def camera_source(source_id: str, index: int, every: int = 1, max_fps: float | N
 
 def url_source(source_id: str, url: str, every: int = 1, max_fps: float | None = None,
                backoff: Backoff | None = Backoff()) -> Source:
-    return Source(source_id, url, lambda: paced(url_frames(url, every), max_fps, live=True), True, backoff)
+    return Source(source_id, redact_url(url), lambda: paced(url_frames(url, every), max_fps, live=True), True, backoff)
 
 
 def video_source(source_id: str, path: str, every: int = 1, max_fps: float | None = None,

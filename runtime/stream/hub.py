@@ -23,14 +23,18 @@ class Hub:
         self._cond = threading.Condition()
         self._queues: dict[str, deque] = {}
         self._live: dict[str, bool] = {}
+        self._cap: dict[str, int] = {}
         self._open: set[str] = set()
         self._next = 0  # round-robin start, so no source starves another
         self.stopped = False
         self.drops: dict[str, int] = {}
 
-    def add(self, source_id: str, live: bool) -> None:
+    def add(self, source_id: str, live: bool, depth: int | None = None) -> None:
+        """A source's queue: ``depth`` frames at most (default ``LIVE_QUEUE`` or ``FILE_QUEUE``). A file source
+        read ahead by more than one batch keeps inference busy while its thread decodes the next frames."""
         with self._cond:
             self._queues[source_id], self._live[source_id] = deque(), live
+            self._cap[source_id] = depth or (LIVE_QUEUE if live else FILE_QUEUE)
             self._open.add(source_id)
             self.drops[source_id] = 0
 
@@ -40,7 +44,7 @@ class Hub:
     def put(self, source_id: str, item: Any, is_frame: bool = True) -> bool:
         """Queue ``item``; False once the hub stopped (the source should end)."""
         queue = self._queues[source_id]
-        cap = LIVE_QUEUE if self._live[source_id] else FILE_QUEUE
+        cap = self._cap[source_id]
         with self._cond:
             if self._live[source_id]:
                 frames = [x for x in queue if x[1]]

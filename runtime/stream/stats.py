@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = ["Stats", "SourceStats", "LATENCY_BUCKETS_S"]
 
@@ -28,6 +29,14 @@ class SourceStats:
     outages: int = 0
 
 
+class Delivery(Protocol):
+    """What /metrics reads of a records' destination (``service.mqtt.MqttSink``)."""
+
+    connected: bool
+    pending: int
+    dropped: int
+
+
 @dataclass
 class Stats:
     sources: dict[str, SourceStats] = field(default_factory=dict)
@@ -37,6 +46,8 @@ class Stats:
     bucket_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
     latency_count: int = 0
     latency_sum_s: float = 0.0
+    capture_errors: int = 0  # captures that failed to write (the service's capture reports them here)
+    delivery: Delivery | None = None  # the MQTT sink, read at scrape time: connected, queued, dropped
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_source(self, source_id: str, live: bool) -> None:
@@ -59,6 +70,10 @@ class Stats:
                     self.bucket_counts[i] += frames
             self.latency_count += frames
             self.latency_sum_s += seconds
+
+    def capture_error(self) -> None:
+        with self.lock:
+            self.capture_errors += 1
 
     def event(self, source_id: str, event: str) -> None:
         with self.lock:

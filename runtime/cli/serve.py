@@ -1,0 +1,83 @@
+"""``edge-predict serve``: the camera box, from a TOML file (``--config box.toml``) or from flags for one or two
+sources. Both forms build one ``service.ServiceConfig``, validated the same way, and run it the same way."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import click
+from click.core import ParameterSource
+
+from ..classifier import Classifier
+from ..cli_support import exit_on_error
+from ..errors import ExitCode, UsageError
+from ..reload import HotReloader
+from ..service import Box, ServiceConfig, build_sources, load_config
+from ..service.config import config_from_flags
+from ..stream import Stream
+from .report import Echo, print_stream
+
+__all__ = ["run_serve", "serve_wanted"]
+
+#: Options that configure sources and service parts: with --config they belong in the file.
+_FILE_KEYS = ("video", "camera", "watch", "every", "max_fps", "watch_timeout", "max_files", "names", "reconnect",
+              "reconnect_max", "mqtt_url", "mqtt_qos", "mqtt_ca", "mqtt_queue", "health_port", "health_host",
+              "health_max_age", "capture_dir", "capture_below", "capture_margin", "capture_rate", "capture_max_mb",
+              "top_k", "threshold", "fmt", "batch", "backend", "model_format", "threads", "exact_preprocess",
+              "max_pixels", "verify_key", "hot_reload", "reload_interval")
+
+
+def serve_wanted(inputs: tuple[str, ...], params: dict) -> bool:
+    """Whether the flat form's options ask for the service: several sources or any service part."""
+    count = (1 if inputs else 0) + len(params["video"]) + len(params["camera"]) + len(params["watch"])
+    return count > 1 or bool(params["names"]) or params["reconnect"] or any(
+        params[key] is not None for key in ("mqtt_url", "health_port", "capture_dir"))
+
+
+def _given_on_the_command_line(params: dict) -> list[str]:
+    ctx = click.get_current_context()
+    return [f"--{key.replace('_', '-')}" for key in _FILE_KEYS
+            if key in params and ctx.get_parameter_source(key) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+
+
+def _config(model: str | None, config_path: str | None, inputs: tuple[str, ...], params: dict) -> ServiceConfig:
+    if config_path is None:
+        if model is None:
+            raise UsageError("give MODEL and its sources (--video, --camera, --watch, INPUTS), or --config box.toml")
+        return config_from_flags(model, inputs, params)
+    clashing = _given_on_the_command_line(params) + (["INPUTS"] if inputs else [])
+    if clashing:
+        raise UsageError(f"{', '.join(clashing)}: with --config, set this in {config_path} instead (docs/service.md)")
+    config = load_config(config_path)
+    if model is not None:
+        config = config.with_model(model)
+    if config.model is None:
+        raise UsageError(f"{config_path} sets no model: add model = \"/path/to/bundle\" or give MODEL")
+    return config
+
+
+def run_serve(model: str | None, config_path: str | None, inputs: tuple[str, ...], params: dict, *, check: bool,
+              started: float) -> NoReturn:
+    """Run the service until every source ended, Ctrl-C or SIGTERM; print the summary; exit with its code."""
+    debug = params["debug"]
+    echo = Echo()
+    with exit_on_error(debug):
+        config = _config(model, config_path, inputs, params)
+        sources = build_sources(config.sources, started=started, reconnect_max=config.reconnect_max)
+        if check:
+            click.echo(config.describe())
+            raise SystemExit(ExitCode.OK)
+        m, out = config.model_options, config.output
+        batch_size = max(8, len(sources)) if out.batch == "auto" else out.batch
+        clf = Classifier(config.model, batch_size=batch_size, **m.classifier_kwargs())
+        box = Box(config, clf, warn=lambda message: echo(message, err=True))
+    reloader = None
+    if m.reload:
+        with exit_on_error(debug):
+            reloader = HotReloader(clf, lambda record: echo.json(record, out.format), m.reload_interval).start()
+    stream = Stream(clf, sources, top_k=out.top_k, threshold=out.threshold, batch=out.batch, sinks=box.sinks,
+                    capture=box.capture, reloader=reloader, stats=box.stats)
+    closers = [stream.stop, *([reloader.stop] if reloader else []), box.close]
+    print_stream(stream.results, fmt=out.format, echo=echo, with_ids=True, closers=closers,
+                 failures=lambda: [*stream.failures, *box.failures()], debug=debug,
+                 describe=lambda: f"{len(sources)} sources, {clf.format or clf.model_path.name} on {clf.backend}")
