@@ -14,6 +14,8 @@ against each format's own tolerance) and the stored photos through this runtime'
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -23,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from .classifier import Classifier
-from .errors import ConformanceError
-from .manifest import bundle_root_of
+from .errors import ConformanceError, IntegrityError
+from .manifest import MANIFEST_NAME, bundle_root_of
 from .preprocess import preprocess, preprocess_fast
 
 __all__ = ["KIT_DIR", "KIT_NAME", "KIT_SCHEMA_VERSION", "Kit", "FormatResult", "SelfTestReport", "read_kit",
+           "MAX_LOGIT_TOLERANCE_SHARE", "MAX_PREPROCESS_TOLERANCE",
            "self_test", "self_test_classifier", "self_test_bundle", "near_tie_flips"]
 
 KIT_DIR = "conformance"
@@ -36,50 +39,96 @@ KIT_NAME = "kit.json"
 KIT_SCHEMA_VERSION = 1
 
 
+#: The most a kit may allow: a logit tolerance above this share of the largest expected logit, or a preprocessing
+#: tolerance above this many units of the normalised input, would let a changed model or decoder pass unnoticed.
+MAX_LOGIT_TOLERANCE_SHARE = 0.5
+MAX_PREPROCESS_TOLERANCE = 0.25
+
+
 @dataclass(frozen=True)
 class Kit:
     root: Path  # the bundle
     data: dict[str, Any]
     inputs: np.ndarray  # (N, 3, H, W) float32
-    images: list[Path]
+    images: list[bytes]  # the reference photos' bytes (hashed against the manifest when it was given)
+    manifest: dict[str, Any] | None = None
 
     def expected(self, fmt: str) -> tuple[np.ndarray, dict[str, Any]]:
-        """The logits ``fmt`` gave at export and its entry (tolerance, top-k)."""
+        """The logits ``fmt`` gave at export and its entry (tolerance, top-k), the tolerance bounded."""
         entry = self.data["formats"].get(fmt)
         if entry is None:
             raise ConformanceError(f"{self.root / KIT_DIR / KIT_NAME} has no expected outputs for format {fmt!r}; "
                                    f"it has {sorted(self.data['formats'])}")
-        return _load_npy(self.root, entry["logits"], (len(self.inputs), None)), entry
+        logits = _load_npy(self.root, entry["logits"], (len(self.inputs), None), self.manifest)
+        tolerance = entry.get("tolerance", {}).get("max_abs_logit_diff") if isinstance(entry.get("tolerance"), dict) else None
+        bound = MAX_LOGIT_TOLERANCE_SHARE * float(np.abs(logits).max())
+        if not _number(tolerance) or not 0 < tolerance <= bound:
+            raise ConformanceError(f"{self.root / KIT_DIR / KIT_NAME}: {fmt}'s logit tolerance {tolerance!r} is not in "
+                                   f"(0, {bound:.3g}] ({MAX_LOGIT_TOLERANCE_SHARE:.0%} of its largest logit); a kit that "
+                                   "allows that much checks nothing: re-export the bundle")
+        return logits, entry
 
 
-def _inside(root: Path, rel: object) -> Path:
-    """``KIT_DIR/rel`` as a path that stays inside the bundle (no absolute paths, no ``..``)."""
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _inside(root: Path, rel: object) -> str:
+    """``KIT_DIR/rel`` as a bundle member name that stays inside the bundle (no absolute paths, no ``..``)."""
     if not isinstance(rel, str) or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
         raise ConformanceError(f"{root / KIT_DIR / KIT_NAME}: path {rel!r} leaves the kit; re-export the bundle")
-    return root / KIT_DIR / rel
+    return f"{KIT_DIR}/{rel}"
 
 
-def _load_npy(root: Path, rel: object, shape: tuple[int | None, ...]) -> np.ndarray:
-    path = _inside(root, rel)
+def _read(root: Path, name: str, manifest: dict[str, Any] | None) -> bytes:
+    """A kit file's bytes; with the bundle's manifest, they must be listed there and match its sha256 (the bytes
+    checked are the bytes used, so a kit edited after export, tolerances included, is refused)."""
+    path = root / name
+    if manifest is not None:
+        entry = manifest.get("files", {}).get(name)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            raise IntegrityError(f"{path} is not listed in {MANIFEST_NAME}: the conformance kit was changed after export; "
+                                 "restore the bundle from your release or re-run edge-export")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ConformanceError(f"{path} is missing or unreadable ({exc}); re-export the bundle") from exc
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConformanceError(f"{path} is missing; re-export the bundle") from exc
+    except OSError as exc:
+        raise ConformanceError(f"{path} is unreadable ({exc.strerror}); re-export the bundle") from exc
+    if manifest is not None and hashlib.sha256(data).hexdigest() != manifest["files"][name]["sha256"]:
+        raise IntegrityError(f"{path} does not match its sha256 in {MANIFEST_NAME}: the conformance kit was changed after "
+                             "export; restore the bundle from your release or re-run edge-export")
+    return data
+
+
+def _load_npy(root: Path, rel: object, shape: tuple[int | None, ...], manifest: dict[str, Any] | None) -> np.ndarray:
+    name = _inside(root, rel)
+    try:
+        array = np.load(io.BytesIO(_read(root, name, manifest)), allow_pickle=False)
+    except ValueError as exc:
+        raise ConformanceError(f"{root / name} is unreadable ({exc}); re-export the bundle") from exc
     if array.dtype != np.float32 or array.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, array.shape)):
-        raise ConformanceError(f"{path}: expected float32 of shape {shape}, found {array.dtype} {array.shape}; re-export the bundle")
+        raise ConformanceError(f"{root / name}: expected float32 of shape {shape}, found {array.dtype} {array.shape}; "
+                               "re-export the bundle")
     return array
 
 
-def read_kit(bundle: str | os.PathLike) -> Kit:
-    """The kit of ``bundle``, its version and file shapes checked."""
+def read_kit(bundle: str | os.PathLike, manifest: dict[str, Any] | None = None) -> Kit:
+    """The kit of ``bundle``, its version and file shapes checked; with the bundle's (verified) ``manifest``, every
+    kit file must be listed and hashed there, as the model files are."""
     root = Path(bundle)
     path = root / KIT_DIR / KIT_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    if not path.exists() and manifest is not None and f"{KIT_DIR}/{KIT_NAME}" not in manifest.get("files", {}):
         raise ConformanceError(f"{root} has no conformance kit ({KIT_DIR}/{KIT_NAME}); re-export it with this edgeport "
-                               "to get a self-test") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+                               "to get a self-test")
+    try:
+        data = json.loads(_read(root, f"{KIT_DIR}/{KIT_NAME}", manifest).decode("utf-8"))
+    except ConformanceError as exc:
+        if not path.exists():
+            raise ConformanceError(f"{root} has no conformance kit ({KIT_DIR}/{KIT_NAME}); re-export it with this "
+                                   "edgeport to get a self-test") from exc
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConformanceError(f"{path} is unreadable ({exc}); re-export the bundle") from exc
     version = data.get("schema_version") if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= KIT_SCHEMA_VERSION:
@@ -87,9 +136,14 @@ def read_kit(bundle: str | os.PathLike) -> Kit:
                                "upgrade edgeport on this device")
     if not isinstance(data.get("images"), list) or not data["images"] or not isinstance(data.get("formats"), dict):
         raise ConformanceError(f"{path} lacks 'images'/'formats'; re-export the bundle")
-    inputs = np.stack([_load_npy(root, item.get("input"), (3, None, None)) for item in data["images"]])
-    images = [_inside(root, item.get("image")) for item in data["images"]]
-    return Kit(root, data, inputs, images)
+    pre_tol = data.get("preprocess", {}).get("tolerance") if isinstance(data.get("preprocess"), dict) else None
+    if not _number(pre_tol) or not 0 < pre_tol <= MAX_PREPROCESS_TOLERANCE:
+        raise ConformanceError(f"{path}: preprocessing tolerance {pre_tol!r} is not in (0, {MAX_PREPROCESS_TOLERANCE}]; "
+                               "re-export the bundle")
+    items = [item if isinstance(item, dict) else {} for item in data["images"]]
+    inputs = np.stack([_load_npy(root, item.get("input"), (3, None, None), manifest) for item in items])
+    images = [_read(root, _inside(root, item.get("image")), manifest) for item in items]
+    return Kit(root, data, inputs, images, manifest)
 
 
 def near_tie_flips(expected: np.ndarray, actual: np.ndarray, tolerance: float) -> tuple[float, list[int]]:
@@ -184,18 +238,19 @@ def self_test(clf: Classifier) -> FormatResult:
                               if (root / e["file"]).resolve() == clf.model_path.resolve()), None)
     if fmt is None:
         raise ConformanceError(f"{clf.model_path} is not a format of {root}; pass the bundle directory")
-    return self_test_classifier(clf, read_kit(root), fmt)
+    return self_test_classifier(clf, read_kit(root, clf.manifest), fmt)
 
 
 def self_test_bundle(bundle: str | os.PathLike, formats: list[str] | None = None, threads: int | None = None,
                      verify_key: str | os.PathLike | None | bool = None) -> SelfTestReport:
     """Every format of ``bundle`` (or ``formats``) that has expected outputs in the kit, on this machine."""
     root = Path(bundle)
-    kit = read_kit(root)
+    # The signature (when a key is set) is checked once, by the first load; its verified manifest vouches for the kit.
+    first = Classifier(root, format=formats[0] if formats else None, threads=threads, verify_key=verify_key)
+    kit = read_kit(root, first.manifest)
     names = formats or list(kit.data["formats"])
     results = []
-    for i, name in enumerate(names):
-        # The signature (when a key is set) is checked once, with the first format.
-        clf = Classifier(root, format=name, threads=threads, verify_key=verify_key if i == 0 else False)
+    for name in names:
+        clf = first if name == first.format else Classifier(root, format=name, threads=threads, verify_key=False)
         results.append(self_test_classifier(clf, kit, name))
     return SelfTestReport(str(root), results)

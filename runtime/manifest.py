@@ -77,6 +77,16 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _unique(path: Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: with a key twice, one reader could check the first value and another use
+    the last (a zero sha256 first, the real one last)."""
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        raise ManifestError(f"{path} has the key {twice[0]!r:.80} twice; the manifest was tampered with — re-run edge-export")
+    return dict(pairs)
+
+
 def _load_json(path: Path, bundle_dir: Path) -> Any:
     try:
         with open(path, "rb") as fh:
@@ -93,7 +103,7 @@ def _load_json(path: Path, bundle_dir: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path} is not UTF-8 text (byte {exc.start}); re-run edge-export") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique(path, pairs))
     except RecursionError as exc:
         raise ManifestError(f"{path} nests deeper than {MAX_MANIFEST_DEPTH} levels; re-run edge-export") from exc
     except json.JSONDecodeError as exc:
@@ -166,6 +176,8 @@ def read_manifest(bundle_dir: Path) -> dict[str, Any]:
         )
     _check_files(path, data.get("files"))
     _check_formats(path, data.get("formats"), data["files"])
+    for name in data["files"]:  # every member stays inside the bundle, the files a format does not load too
+        member_path(Path(bundle_dir), name)
     return data
 
 

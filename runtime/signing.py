@@ -164,6 +164,12 @@ def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> Signatur
                              f"--signature {sig_path} --private_key KEY.pem")
     method = _key_method(key)
     data = sig_path.read_bytes()
+    try:
+        json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # before the library: its error would blame the key
+        truncated = isinstance(exc, json.JSONDecodeError) and exc.pos >= len(exc.doc.rstrip())
+        raise SignatureError(f"{sig_path}: bad signature: the file is {'truncated' if truncated else 'damaged'} "
+                             f"({len(data)} bytes, not a complete signature); restore it from the release") from exc
     with tempfile.TemporaryDirectory(prefix="edgeport-sig-") as tmp:
         copy = Path(tmp) / SIGNATURE_NAME
         copy.write_bytes(data)
@@ -186,7 +192,23 @@ def verify_bundle(bundle: str | os.PathLike, key: str | os.PathLike) -> Signatur
     signed = _signed_files(data)
     if MANIFEST_NAME not in signed:
         raise SignatureError(f"{sig_path} does not cover {MANIFEST_NAME}; re-sign the whole bundle (edge-export --sign-key)")
+    unsigned = _unsigned_files(root, signed)
+    if unsigned:  # model-signing skips .git, .gitattributes …; a served bundle holds only what was signed
+        raise SignatureError(f"{root}: files added after signing ({', '.join(unsigned[:5])}"
+                             f"{' …' if len(unsigned) > 5 else ''}); a signed bundle holds only the signed files: "
+                             "remove them or restore the bundle from the release")
     return SignatureCheck(root, key, signed)
+
+
+def _unsigned_files(root: Path, signed: dict[str, str]) -> list[str]:
+    """Every file or link under ``root`` (not followed) that the signature does not cover, the signature aside."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            rel = Path(folder, name).relative_to(root).as_posix()
+            if rel != SIGNATURE_NAME and rel not in signed:
+                found.append(rel)
+    return sorted(found)
 
 
 def require_signed(path: str | os.PathLike, key: str | os.PathLike) -> SignatureCheck:

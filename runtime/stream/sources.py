@@ -150,6 +150,7 @@ def parse_names(names: Sequence[str], given: Sequence[tuple[str, str]]) -> dict[
     """``--name ID=SOURCE`` options → {(kind, source): id}; ``given`` is every (kind, source) on the command line.
     The rest get ``<kind><n>`` (``camera1``, ``video2``, ``watch1``) in command-line order."""
     ids: dict[tuple[str, str], str] = {}
+    named: dict[str, str] = {}
     for option in names:
         source_id, sep, target = option.partition("=")
         if not sep or not target:
@@ -158,6 +159,9 @@ def parse_names(names: Sequence[str], given: Sequence[tuple[str, str]]) -> dict[
         if not matches:
             raise UsageError(f"--name {option!r}: {target!r} is none of the sources given "
                              f"({', '.join(s for _, s in given) or 'none'}); name a --camera, --video or --watch value")
+        if target in named:
+            raise UsageError(f"--name {named[target]}={target} and --name {option}: one source, two names; keep one")
+        named[target] = source_id
         ids[matches[0]] = check_id(source_id)
     counts: dict[str, int] = {}
     for kind, target in given:

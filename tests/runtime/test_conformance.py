@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from edgeport.runtime import Classifier
 from edgeport.runtime.cli import main as predict_main
 from edgeport.runtime.conformance import KIT_DIR, KIT_NAME, KIT_SCHEMA_VERSION, read_kit, self_test
-from edgeport.runtime.errors import ConformanceError, ExitCode
+from edgeport.runtime.errors import ConformanceError, ExitCode, IntegrityError
+from edgeport.runtime.manifest import MANIFEST_NAME, sha256_file
 from edgeport.runtime.preprocess import preprocess
 from PIL import Image
 
@@ -29,6 +30,16 @@ def bundle(imagenet_bundle, tmp_path) -> Path:
 
 def _kit_json(bundle: Path) -> dict:
     return json.loads((bundle / KIT_DIR / KIT_NAME).read_text())
+
+
+def _write_kit_json(bundle: Path, data: dict, rehash: bool = True) -> None:
+    """Edit kit.json; ``rehash`` also rewrites its manifest entry (what a tamperer without the signing key can do)."""
+    path = bundle / KIT_DIR / KIT_NAME
+    path.write_text(json.dumps(data))
+    if rehash:
+        manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+        manifest["files"][f"{KIT_DIR}/{KIT_NAME}"] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
 def test_kit_files_are_what_the_layout_says(imagenet_bundle):
@@ -97,14 +108,37 @@ def test_self_test_catches_a_preprocessing_difference(bundle):
 def test_a_kit_cannot_point_outside_the_bundle_or_be_newer_than_the_runtime(bundle):
     data = _kit_json(bundle)
     data["images"][0]["input"] = "../../manifest.json"
-    (bundle / KIT_DIR / KIT_NAME).write_text(json.dumps(data))
+    _write_kit_json(bundle, data)
     with pytest.raises(ConformanceError, match="leaves the kit"):
         read_kit(bundle)
     data["images"][0]["input"] = "inputs/00.npy"
     data["schema_version"] = KIT_SCHEMA_VERSION + 1
-    (bundle / KIT_DIR / KIT_NAME).write_text(json.dumps(data))
+    _write_kit_json(bundle, data)
     cli = CliRunner().invoke(predict_main, [str(bundle), "--self-test"])
     assert cli.exit_code == 2 and "upgrade edgeport" in cli.output
+
+
+def test_a_kit_changed_after_export_is_refused_and_its_tolerances_are_bounded(bundle):
+    """Issue #33: weights ×1.3 with kit.json's tolerance set to 1e9 (kit not rehashed) passed the self-test and was
+    served. The kit is hashed in the manifest like the model files, and a rehashed kit cannot allow 1e9 either."""
+    data = _kit_json(bundle)
+    data["formats"]["onnx"]["tolerance"]["max_abs_logit_diff"] = 1e9
+    _write_kit_json(bundle, data, rehash=False)
+    cli = CliRunner().invoke(predict_main, ["self-test", str(bundle)])
+    assert cli.exit_code == 2 and "does not match its sha256" in cli.output and KIT_NAME in cli.output
+    _write_kit_json(bundle, data, rehash=True)
+    cli = CliRunner().invoke(predict_main, ["self-test", str(bundle)])
+    assert cli.exit_code == 2 and "checks nothing" in cli.output, cli.output
+    with pytest.raises(ConformanceError, match="checks nothing"):
+        self_test(Classifier(bundle))
+
+
+def test_a_kit_file_the_manifest_does_not_list_is_refused(bundle):
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    del manifest["files"][f"{KIT_DIR}/inputs/00.npy"]
+    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="not listed"):
+        self_test(Classifier(bundle))
 
 
 def test_a_bundle_without_a_kit_says_how_to_get_one(bundle):

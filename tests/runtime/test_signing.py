@@ -112,6 +112,25 @@ def test_model_changed_after_signing_is_refused_even_with_the_manifest_rewritten
     assert "files changed after signing (changed: manifest.json, model.onnx)" in result.output
 
 
+def test_a_truncated_signature_is_called_truncated(bundle, keys):
+    """It was reported as 'not made by a key that … vouches for', which sends the operator after the wrong key."""
+    data = (bundle / SIGNATURE_NAME).read_bytes()
+    (bundle / SIGNATURE_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(SignatureError, match="truncated") as caught:
+        Classifier(bundle, verify_key=keys["public"])
+    assert "vouches for" not in str(caught.value)
+
+
+@pytest.mark.parametrize("added", [".git/config", ".gitattributes"])
+def test_files_the_signing_library_ignores_are_refused_when_added_after_signing(bundle, keys, added):
+    """model-signing skips .git, .gitattributes …; docs/fleet-updates.md promises that any file added is refused."""
+    (bundle / added).parent.mkdir(exist_ok=True)
+    (bundle / added).write_text("* filter=evil\n")
+    with pytest.raises(SignatureError, match="files added after signing") as caught:
+        Classifier(bundle, verify_key=keys["public"])
+    assert added in str(caught.value)
+
+
 def test_file_added_after_signing_is_refused(bundle, keys):
     (bundle / "extra.onnx").write_bytes((bundle / "model.onnx").read_bytes())
     with pytest.raises(SignatureError, match=r"\(added: extra.onnx\)"):
