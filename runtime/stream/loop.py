@@ -19,7 +19,7 @@ from ..preprocess import ImageInput, describe_source
 from ..records import StreamResult, to_record
 from ..reload import HotReloader
 from .hub import Hub
-from .sources import Source, SourceEvent, frames_source
+from .sources import Source, SourceEvent
 from .stats import Stats
 
 __all__ = ["Stream", "classify_stream", "record_of", "Sink", "Capturer", "AUTO_BATCH_MAX", "PREFETCH_BATCHES"]
@@ -169,8 +169,9 @@ def classify_stream(clf: Classifier, frames: Iterable[Frame | ImageInput], *, to
     applies to ndarrays); ``threshold``: below this best score the label is ``"unknown"``; ``batch`` > 1 runs up
     to that many frames per inference call. The frames are decoded one batch ahead in a thread of their own.
     An error of the source itself (a watched folder removed) is raised here, after every result before it."""
-    source = frames_source("frames", _as_frames(frames, color))
-    source.tag = False  # one anonymous source: records carry no source_id, as edge-predict classify prints them
+    items = _as_frames(frames, color)
+    # One anonymous source: its records carry no source_id, as edge-predict classify prints them.
+    source = Source("frames", "frames", lambda: items, tag=False)
     stream = Stream(clf, [source], top_k=top_k, threshold=threshold, batch=batch, sinks=sinks, capture=capture,
                     reloader=reloader)
     for item in stream.results(gate):

@@ -32,6 +32,8 @@ from .test_health import get, wait_for
 from .test_service import colour_video
 from .tiny_models import COLOURS, colour_bundle
 
+#: Real processes that wait out socket timeouts and capture pauses: the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 GREY = (132, 145, 153)  # BGR: the colour model is unsure about it (every frame is a capture)
 
