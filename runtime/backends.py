@@ -99,6 +99,13 @@ class OnnxRuntimeBackend:
 
         disable_onnxruntime_events(ort)
         options = ort.SessionOptions()
+        # No spin-waiting between operators: a spinning intra-op thread holds its core while it waits, and on a small
+        # device that core is the one the stream's reader thread needs to decode the next frame (and an idle camera box
+        # would burn it between frames). Measured on a 2-core AVX2 EPYC, MobileNetV2 at batch 1, 2 threads, 100
+        # ~500×375 JPEGs (benchmarks/README.md, "edge-predict on devices"): streamed per photo 8.7-9.2 ms without
+        # spinning against 10.1-10.6 ms with it, model alone 6.1-6.2 against 5.9-6.1 ms.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
