@@ -34,10 +34,17 @@ def serve_wanted(inputs: tuple[str, ...], params: dict) -> bool:
         params[key] is not None for key in ("mqtt_url", "health_port", "capture_dir"))
 
 
+#: Parameter names whose flag is not ``--<name>``.
+_FLAG_OF = {"fmt": "--output-format", "hot_reload": "--reload", "names": "--name", "mqtt_url": "--mqtt",
+            "capture_dir": "--capture"}
+
+
 def _given_on_the_command_line(params: dict) -> list[str]:
+    """The file's settings given as flags too (an environment default such as $EDGEPORT_VERIFY_KEY is no clash: a
+    device sets it once for every command)."""
     ctx = click.get_current_context()
-    return [f"--{key.replace('_', '-')}" for key in _FILE_KEYS
-            if key in params and ctx.get_parameter_source(key) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    return [_FLAG_OF.get(key, f"--{key.replace('_', '-')}") for key in _FILE_KEYS
+            if key in params and ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE]
 
 
 def _config(model: str | None, config_path: str | None, inputs: tuple[str, ...], params: dict) -> ServiceConfig:
@@ -74,7 +81,11 @@ def run_serve(model: str | None, config_path: str | None, inputs: tuple[str, ...
     reloader = None
     if m.reload:
         with exit_on_error(debug):
-            reloader = HotReloader(clf, lambda record: echo.json(record, out.format), m.reload_interval).start()
+            try:
+                reloader = HotReloader(clf, lambda record: echo.json(record, out.format), m.reload_interval).start()
+            except BaseException:
+                box.close()  # the broker gets its offline status, the health port closes
+                raise
     stream = Stream(clf, sources, top_k=out.top_k, threshold=out.threshold, batch=out.batch, sinks=box.sinks,
                     capture=box.capture, reloader=reloader, stats=box.stats)
     closers = [stream.stop, *([reloader.stop] if reloader else []), box.close]
