@@ -148,6 +148,9 @@ def resolve_model(
         path = check.bundle if path.is_dir() else path  # load the folder that was verified, not a link switched since
     if path.is_file():
         return _resolve_file(path, backend, verify)
+    # One real folder from here on: a symlink switched mid-load cannot mix two bundles, and the model's path names the
+    # folder its bytes came from (a later switch of the link does not change what this model is).
+    path = path.resolve()
     manifest = read_manifest(path)
     formats: dict[str, Any] = manifest["formats"]
     if format is None:
