@@ -171,7 +171,10 @@ class Classifier:
         return self._backend.name
 
     def preprocess(self, image: ImageInput, color: str | None = None) -> np.ndarray:
-        return (preprocess if self.exact_preprocess else preprocess_fast)(image, self.contract, color, self.limits)
+        return self._preprocess(image, color, self.contract)
+
+    def _preprocess(self, image: ImageInput, color: str | None, contract: PreprocessContract) -> np.ndarray:
+        return (preprocess if self.exact_preprocess else preprocess_fast)(image, contract, color, self.limits)
 
     def logits_from_tensor(self, batch: np.ndarray) -> np.ndarray:
         """Run already-preprocessed ``(N, 3, H, W)`` float32 input, in chunks of ``batch_size``."""
@@ -207,8 +210,7 @@ class Classifier:
         contract = self.contract  # read once: a swap from another thread must not split one frame's work
         if error is None:
             try:
-                tensor = (preprocess if self.exact_preprocess else preprocess_fast)(frame.image, contract, frame.color,
-                                                                                    self.limits)
+                tensor = self._preprocess(frame.image, frame.color, contract)
                 return Prepared(frame, tensor, None, (time.perf_counter() - t0) * 1000, contract)
             except ImageDecodeError as exc:
                 error = exc.reason

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["redact_url", "redact_text"]
+__all__ = ["redact_url"]
 
 # scheme://userinfo@ — userinfo runs to the last '@' before the host (a password may hold '@' unescaped).
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
@@ -15,12 +15,3 @@ _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?
 def redact_url(url: str) -> str:
     """``url`` with its user name and password replaced by ``***`` (unchanged when it has none)."""
     return _USERINFO.sub(lambda m: f"{m['scheme']}***@", url)
-
-
-def redact_text(text: str, *secrets: str | None) -> str:
-    """``text`` with every URL's user info, and each of ``secrets`` itself, replaced by ``***``."""
-    text = redact_url(text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text

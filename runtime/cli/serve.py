@@ -19,12 +19,8 @@ from .report import Echo, print_stream
 
 __all__ = ["run_serve", "serve_wanted"]
 
-#: Options that configure sources and service parts: with --config they belong in the file.
-_FILE_KEYS = ("video", "camera", "watch", "every", "max_fps", "watch_timeout", "max_files", "names", "reconnect",
-              "reconnect_max", "mqtt_url", "mqtt_qos", "mqtt_ca", "mqtt_queue", "health_port", "health_host",
-              "health_max_age", "capture_dir", "capture_below", "capture_margin", "capture_rate", "capture_max_mb",
-              "top_k", "threshold", "fmt", "batch", "backend", "model_format", "threads", "exact_preprocess",
-              "max_pixels", "verify_key", "hot_reload", "reload_interval")
+#: serve's options that are not settings of the box (every other option belongs in the file with --config).
+_NOT_IN_THE_FILE = {"config_path", "check", "debug"}
 
 
 def serve_wanted(inputs: tuple[str, ...], params: dict) -> bool:
@@ -34,17 +30,13 @@ def serve_wanted(inputs: tuple[str, ...], params: dict) -> bool:
         params[key] is not None for key in ("mqtt_url", "health_port", "capture_dir"))
 
 
-#: Parameter names whose flag is not ``--<name>``.
-_FLAG_OF = {"fmt": "--output-format", "hot_reload": "--reload", "names": "--name", "mqtt_url": "--mqtt",
-            "capture_dir": "--capture"}
-
-
-def _given_on_the_command_line(params: dict) -> list[str]:
-    """The file's settings given as flags too (an environment default such as $EDGEPORT_VERIFY_KEY is no clash: a
-    device sets it once for every command)."""
+def _given_on_the_command_line() -> list[str]:
+    """The file's settings given as flags too, named as typed (an environment default such as $EDGEPORT_VERIFY_KEY is
+    no clash: a device sets it once for every command). Read off the command's own options, so a new one is covered."""
     ctx = click.get_current_context()
-    return [_FLAG_OF.get(key, f"--{key.replace('_', '-')}") for key in _FILE_KEYS
-            if key in params and ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE]
+    return [option.opts[0] for option in ctx.command.params
+            if isinstance(option, click.Option) and option.name not in _NOT_IN_THE_FILE
+            and ctx.get_parameter_source(option.name) == ParameterSource.COMMANDLINE]
 
 
 def _config(model: str | None, config_path: str | None, inputs: tuple[str, ...], params: dict) -> ServiceConfig:
@@ -52,7 +44,7 @@ def _config(model: str | None, config_path: str | None, inputs: tuple[str, ...],
         if model is None:
             raise UsageError("give MODEL and its sources (--video, --camera, --watch, INPUTS), or --config box.toml")
         return config_from_flags(model, inputs, params)
-    clashing = _given_on_the_command_line(params) + (["INPUTS"] if inputs else [])
+    clashing = _given_on_the_command_line() + (["INPUTS"] if inputs else [])
     if clashing:
         raise UsageError(f"{', '.join(clashing)}: with --config, set this in {config_path} instead (docs/service.md)")
     config = load_config(config_path)
