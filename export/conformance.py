@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from edgeport.runtime.classifier import Classifier
-from edgeport.runtime.conformance import KIT_DIR, KIT_NAME, KIT_SCHEMA_VERSION
+from edgeport.runtime.conformance import KIT_DIR, KIT_NAME, KIT_SCHEMA_VERSION, calibration_of
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.runtime.errors import ImageDecodeError, VerificationError
 from edgeport.runtime.manifest import write_json
@@ -65,7 +65,7 @@ def write_conformance_kit(staging: Path, formats: dict[str, dict[str, Any]], ima
     kit = staging / KIT_DIR
     for sub in ("images", "inputs", "expected"):
         (kit / sub).mkdir(parents=True, exist_ok=True)
-    fp32 = Classifier(staging / formats["onnx"]["file"], verify_key=False)
+    fp32 = Classifier(staging / formats["onnx"]["file"], verify_key=False, unknown=False)
     contract = fp32.contract
     entries, inputs = [], []
     for path in _spread(images, KIT_IMAGES):
@@ -86,7 +86,8 @@ def write_conformance_kit(staging: Path, formats: dict[str, dict[str, Any]], ima
     floor = ATOL + RTOL * float(np.abs(reference).max())
     kit_formats = {}
     for name, entry in formats.items():
-        logits = reference if name == "onnx" else Classifier(staging / entry["file"], verify_key=False).logits_from_tensor(batch)
+        clf = fp32 if name == "onnx" else Classifier(staging / entry["file"], verify_key=False, unknown=False)
+        logits = reference if name == "onnx" else clf.logits_from_tensor(batch)
         np.save(kit / "expected" / f"{name}.npy", logits.astype(np.float32), allow_pickle=False)
         if entry["precision"] == "fp32":
             measured = float(verification[name]["max_abs_logit_diff"])
@@ -98,6 +99,7 @@ def write_conformance_kit(staging: Path, formats: dict[str, dict[str, Any]], ima
             "logits": f"expected/{name}.npy", "precision": entry["precision"], "backend": entry["backend"],
             "top_k": np.argsort(-logits, axis=1, kind="stable")[:, :TOP_K].tolist(),
             "tolerance": {"max_abs_logit_diff": tolerance, "basis": basis, "floor": floor},
+            "calibration": calibration_of(clf.contract),
         }
     pre_tol = PREPROCESS_LEVELS / (255.0 * min(contract.std))
     data = {

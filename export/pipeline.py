@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from edgeport.runtime.backends import FEATURES_OUTPUT
 from edgeport.runtime.classifier import Classifier
 from edgeport.runtime.errors import UsageError, exit_code_for
 from edgeport.runtime.machine import cpu_info, library_versions
-from edgeport.runtime.manifest import LABELS_NAME, MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, file_entries, write_json
+from edgeport.runtime.manifest import (
+    LABELS_NAME,
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    OOD_STATS_NAME,
+    file_entries,
+    write_json,
+)
 from edgeport.runtime.signing import device_key_ignored
 from edgeport.trainer.loading import load_model
 
@@ -158,7 +166,8 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     log(f"exporting {source} ({len(src.contract.labels)} classes, input {src.contract.input_size}) to ONNX …")
     with staging_bundle(out_dir) as staging:
         model_path = staging / "model.onnx"
-        proto = export_onnx(src.model, src.contract, model_path, onnx_target)
+        proto = export_onnx(src.export_module(), src.contract, model_path, onnx_target, features=src.exports_features)
+        _write_ood_stats(staging, src, log)
         log(f"verifying against PyTorch on {len(verify_images)} real images …")
         verification = {"onnx": verify_parity(src.model, model_path, verify_images).to_dict()}
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
@@ -177,7 +186,8 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
             format_entries[fmt.name] = {"file": fmt.file, "files": fmt.files, "backend": fmt.backend,
                                         "precision": fmt.precision, **details}
         opset = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-        format_entries["onnx"].update({"opset": opset, "ir_version": proto.ir_version, "input": INPUT_NAME, "output": OUTPUT_NAME})
+        format_entries["onnx"].update({"opset": opset, "ir_version": proto.ir_version, "input": INPUT_NAME, "output": OUTPUT_NAME,
+                                       **({"features_output": FEATURES_OUTPUT} if src.exports_features else {})})
         (staging / LABELS_NAME).write_text("\n".join(src.contract.labels) + "\n", encoding="utf-8")
         conformance = write_conformance_kit(staging, format_entries, verify_images, verification, log)
         manifest: dict[str, Any] = {
@@ -219,10 +229,23 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
     return manifest
 
 
+def _write_ood_stats(staging: Path, src: Any, log: Callable[[str], None]) -> None:
+    """The checkpoint's Mahalanobis statistics as the bundle's ``ood_stats.npy``, when its "unknown" score reads them."""
+    if not src.exports_features:
+        return
+    if src.ood_stats is None:
+        raise UsageError(f"{src.spec}: its contract's unknown score ({src.contract.ood.score}) needs statistics the "
+                         "checkpoint does not hold; re-run edge-train (or edge-train --unknown-score energy)")
+    np.save(staging / OOD_STATS_NAME, np.ascontiguousarray(src.ood_stats, np.float32), allow_pickle=False)
+    rule = src.contract.ood
+    log(f"unknown: {rule.score} score, threshold {rule.threshold:.4g}; {OOD_STATS_NAME} "
+        f"({(staging / OOD_STATS_NAME).stat().st_size / 1e6:.1f} MB), features as a second output of every format")
+
+
 def _accuracy_target(fp32_onnx: Path, eval_set, max_drop: float | None) -> AccuracyTarget | None:
     """With --eval and --max-drop the INT8 quantizers aim at the gate's own budget (accuracy control)."""
     if eval_set is None or max_drop is None:
         return None
     labelled = eval_set.targets is not None
-    targets = eval_set.targets if labelled else Classifier(fp32_onnx).logits_from_tensor(eval_set.tensors).argmax(1)
+    targets = eval_set.targets if labelled else Classifier(fp32_onnx, unknown=False).logits_from_tensor(eval_set.tensors).argmax(1)
     return AccuracyTarget(eval_set.tensors, np.asarray(targets), labelled, max_drop)

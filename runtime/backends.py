@@ -12,15 +12,24 @@ from .contract import METADATA_KEY, PreprocessContract
 from .errors import ContractError, MissingDependencyError, ModelLoadError
 from .privacy import disable_onnxruntime_events
 
-__all__ = ["Backend", "BACKENDS", "register_backend", "create_backend", "backend_names"]
+__all__ = ["Backend", "BACKENDS", "register_backend", "create_backend", "backend_names", "LOGITS_OUTPUT",
+           "FEATURES_OUTPUT"]
+
+#: The graph outputs a model may have: the logits (always, first), and the pooled features the head reads (a model
+#: whose "unknown" score needs them, ``confidence.FEATURE_SCORES``).
+LOGITS_OUTPUT, FEATURES_OUTPUT = "logits", "features"
 
 
 class Backend(Protocol):
     name: str
     contract: PreprocessContract
+    has_features: bool
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 → (N, num_classes) float32 logits."""
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the model has the ``features`` output, the (N, D) pooled features (else None)."""
 
 
 BACKENDS: dict[str, Callable[..., Backend]] = {}
@@ -65,6 +74,16 @@ def _check_output_width(backend: Backend, model_path: Path) -> None:
             f"{model_path}: the model outputs shape {list(out.shape)} per image, but the contract lists "
             f"{contract.num_classes} labels (expected [1, {contract.num_classes}]); re-export the model"
         )
+
+
+def _output_order(model_path: Path, names: list[str]) -> int | None:
+    """The index of the features output among the graph's outputs (None when it has only logits); logits first."""
+    if len(names) == 1:
+        return None
+    if len(names) == 2 and FEATURES_OUTPUT in names:
+        return names.index(FEATURES_OUTPUT)
+    raise ModelLoadError(f"{model_path}: expected the outputs [{LOGITS_OUTPUT!r}] or [{LOGITS_OUTPUT!r}, "
+                         f"{FEATURES_OUTPUT!r}], got {names}; re-run edge-export")
 
 
 def _checked_contract(model_path: Path, contract_json: str | None, input_shape: list, n_out: object) -> PreprocessContract:
@@ -124,14 +143,21 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             raise ModelLoadError(f"{model_path}: onnxruntime cannot load it ({exc}); re-run edge-export") from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(f"{model_path}: expected one input and one output, got {len(inputs)}/{len(outputs)}")
-        self.input_name = inputs[0].name
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{model_path}: expected one input, got {len(inputs)}")
+        features_at = _output_order(model_path, [o.name for o in outputs])
+        logits_out = outputs[1 - features_at if features_at is not None else 0]
+        self.input_name, self.has_features = inputs[0].name, features_at is not None
+        self._names = [logits_out.name] + ([outputs[features_at].name] if features_at is not None else [])
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.contract = _checked_contract(model_path, meta.get(METADATA_KEY), inputs[0].shape, outputs[0].shape[-1])
+        self.contract = _checked_contract(model_path, meta.get(METADATA_KEY), inputs[0].shape, logits_out.shape[-1])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(self._names[:1], {self.input_name: batch})[0]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outs = self.session.run(self._names, {self.input_name: batch})
+        return outs[0], (outs[1] if self.has_features else None)
 
 
 #: Where the contract lives in an OpenVINO IR's rt_info.
@@ -162,11 +188,15 @@ class OpenVinoBackend:
                 model = core.read_model(os.fspath(model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without types
             raise ModelLoadError(f"{model_path}: OpenVINO cannot read it ({exc}); re-run edge-export") from exc
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ModelLoadError(f"{model_path}: expected one input and one output")
+        if len(model.inputs) != 1:
+            raise ModelLoadError(f"{model_path}: expected one input, got {len(model.inputs)}")
+        names = [output.get_any_name() for output in model.outputs]
+        features_at = _output_order(model_path, names)
+        self._logits_at = 1 - features_at if features_at is not None else 0
+        self._features_at, self.has_features = features_at, features_at is not None
         contract_json = model.get_rt_info(OPENVINO_RT_PATH).astype(str) if model.has_rt_info(OPENVINO_RT_PATH) else None
         in_shape = [d.get_length() if d.is_static else "?" for d in model.inputs[0].get_partial_shape()]
-        out_shape = model.outputs[0].get_partial_shape()
+        out_shape = model.outputs[self._logits_at].get_partial_shape()
         out_dim = out_shape[out_shape.rank.get_length() - 1]  # no negative index before OpenVINO 2024.x
         self.contract = _checked_contract(model_path, contract_json, in_shape, out_dim.get_length() if out_dim.is_static else None)
         # f32 explicitly: on CPUs with AVX-512 BF16 or AMX, OpenVINO's default precision is bf16, which ran the
@@ -194,5 +224,10 @@ class OpenVinoBackend:
         return self._requests[shape]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_with_features(batch)[0]
+
+    def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         request = self._request_for(tuple(batch.shape)) if None not in self._requests else self._requests[None]
-        return request.infer({0: batch})[0].copy()
+        outs = request.infer({0: batch})
+        features = outs[self._features_at].copy() if self._features_at is not None else None
+        return outs[self._logits_at].copy(), features

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import IntegrityError, ModelLoadError
-from .manifest import MANIFEST_NAME, bundle_root, check_member_name, member_path, read_manifest
+from .manifest import MANIFEST_NAME, OOD_STATS_NAME, bundle_root, check_member_name, member_path, read_manifest
 from .onnx_external import external_data_files
 from .signing import require_signed
 
@@ -34,6 +34,7 @@ class ResolvedModel:
     ``verified_bytes``: for a verified bundle format, every file the backend needs, keyed by its path
     relative to the model file's folder (the model itself under its own name), holding the exact bytes
     whose sha256 matched the manifest. None for a bare file or with ``verify=False``.
+    ``ood_stats``: the bundle's ``ood_stats.npz`` (verified like the model), None when it has none or for a bare file.
     """
 
     path: Path
@@ -41,6 +42,7 @@ class ResolvedModel:
     backend: str
     manifest: dict[str, Any] | None
     verified_bytes: Mapping[str, bytes] | None = field(default=None, repr=False, compare=False)
+    ood_stats: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def _read_member(bundle_dir: Path, name: str, expected_size: int | None) -> bytes:
@@ -103,6 +105,19 @@ def _verified_format(bundle_dir: Path, manifest: dict[str, Any], entry: dict[str
     return blobs
 
 
+def _bundle_extras(manifest: dict[str, Any]) -> list[str]:
+    """The bundle-wide files every format uses besides its own (the "unknown" score's statistics)."""
+    return [OOD_STATS_NAME] if OOD_STATS_NAME in manifest["files"] else []
+
+
+def _ood_stats(bundle_dir: Path, manifest: dict[str, Any], verify: bool) -> bytes | None:
+    if not _bundle_extras(manifest):
+        return None
+    if verify:
+        return _verify(bundle_dir, manifest, OOD_STATS_NAME)
+    return _read_member(bundle_dir, OOD_STATS_NAME, None)
+
+
 def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
     if path.suffix not in FILE_BACKENDS:
         raise ModelLoadError(
@@ -122,7 +137,7 @@ def _resolve_file(path: Path, backend: str, verify: bool) -> ResolvedModel:
     for name, entry in manifest["formats"].items():
         if entry["file"] == rel:
             blobs = _verified_format(root, manifest, entry, file_backend) if verify else None
-            return ResolvedModel(root / rel, name, file_backend, manifest, blobs)
+            return ResolvedModel(root / rel, name, file_backend, manifest, blobs, _ood_stats(root, manifest, verify))
     raise ModelLoadError(
         f"{path} sits in the bundle {root} but is not the file of any of its formats ({sorted(manifest['formats'])}); "
         "pass the bundle directory (with --model-format), or copy the model out of the bundle to run it unverified"
@@ -165,8 +180,8 @@ def resolve_model(
     if backend not in ("auto", entry_backend):
         raise ModelLoadError(f"format {format!r} runs on {entry_backend}, not {backend}")
     if check is not None:  # the manifest read here is the one that was signed, for the files about to be loaded
-        check.vouch_for(manifest, _format_files(entry))
+        check.vouch_for(manifest, _format_files(entry) + _bundle_extras(manifest))
     blobs = _verified_format(path, manifest, entry, entry_backend) if verify else None
     # The path is only a name from here on; with verification the backend loads ``blobs``.
     return ResolvedModel(member_path(path, entry["file"]) if not verify else path / entry["file"], format, entry_backend,
-                         manifest, blobs)
+                         manifest, blobs, _ood_stats(path, manifest, verify))

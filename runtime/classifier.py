@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -10,12 +11,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .backends import create_backend
+from .backends import Backend, create_backend
 from .bundle import resolve_model
+from .confidence import FEATURE_SCORES, MahalanobisStats, ood_score, scaled_softmax, softmax
 from .contract import PreprocessContract
-from .errors import ImageDecodeError
+from .errors import ImageDecodeError, ModelLoadError, UsageError
 from .frames import Frame
-from .manifest import bundle_root_of
+from .manifest import OOD_STATS_NAME, bundle_root_of
 from .preprocess import (
     DEFAULT_MAX_ASPECT,
     DEFAULT_MAX_PIXELS,
@@ -27,7 +29,7 @@ from .preprocess import (
 from .records import UNKNOWN, StreamResult
 from .signing import verify_key_from
 
-__all__ = ["Classifier", "LoadOptions", "Prediction", "Prepared", "softmax"]
+__all__ = ["Classifier", "LoadOptions", "Prediction", "Prepared", "UnknownCheck", "softmax"]
 
 #: Methods that moved out of the class when the runtime was layered (they are built on its public API now).
 _MOVED = {
@@ -38,12 +40,6 @@ _MOVED = {
     "stream": "edgeport.runtime.stream.classify_stream(clf, frames, ...) (one source) or "
               "edgeport.runtime.stream.Stream(clf, sources, ...) (several)",
 }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # stable for large logits
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -73,16 +69,69 @@ class LoadOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_aspect: float = DEFAULT_MAX_ASPECT
     verify_key: str | os.PathLike | None | bool = False
+    unknown: bool = True  # False: never call a frame unknown (``--no-unknown``)
+    unknown_below: float | None = None  # overrides the model's threshold (``--unknown-below``)
 
     def as_kwargs(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
+class UnknownCheck:
+    """The served model's "unknown" rule: its score, the threshold below which a frame is unknown, and the
+    Mahalanobis statistics when the score needs them (``confidence``)."""
+
+    score: str
+    threshold: float
+    stats: MahalanobisStats | None = None
+
+    def scores(self, logits: np.ndarray, features: np.ndarray | None, temperature: float | None) -> np.ndarray:
+        return ood_score(self.score, logits, temperature, features, self.stats)
+
+
+def _mahalanobis_stats(data: bytes | None, num_classes: int, where: Path) -> MahalanobisStats:
+    if data is None:
+        raise ModelLoadError(f"{where}: its unknown score needs {OOD_STATS_NAME} from its bundle, which is not there; "
+                             "load the bundle folder edge-export wrote, or pass --no-unknown")
+    try:
+        return MahalanobisStats.from_array(np.load(io.BytesIO(data), allow_pickle=False), num_classes)
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"{where}: {OOD_STATS_NAME} is unreadable ({exc}); re-run edge-export") from exc
+
+
+def _unknown_check(contract: PreprocessContract, backend: Backend, stats: bytes | None, options: LoadOptions,
+                   where: Path) -> UnknownCheck | None:
+    """What the model's contract says about "unknown", with the load options' overrides; None: never unknown."""
+    if not options.unknown:
+        return None
+    rule = contract.ood
+    if rule is None:
+        if options.unknown_below is not None:
+            raise UsageError(f"--unknown-below: {where} carries no unknown score (exported before edgeport fitted one, or "
+                             "an ImageNet model); re-train and re-export it, or use --threshold for a cut on the top score")
+        return None
+    loaded = None
+    if rule.score in FEATURE_SCORES:
+        if not backend.has_features:
+            raise ModelLoadError(f"{where}: its unknown score ({rule.score}) needs the model's 'features' output, which "
+                                 "this file lacks; re-run edge-export, or pass --no-unknown")
+        loaded = _mahalanobis_stats(stats, contract.num_classes, where)
+        features = backend.run_with_features(np.zeros((1, 3, *contract.input_size), np.float32))[1]
+        if features is None or features.shape != (1, loaded.dim):
+            raise ModelLoadError(f"{where}: its features output is {None if features is None else list(features.shape)} "
+                                 f"per image, but {OOD_STATS_NAME} is for {loaded.dim} features; re-run edge-export")
+    threshold = options.unknown_below if options.unknown_below is not None else rule.threshold
+    return UnknownCheck(rule.score, float(threshold), loaded)
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """Top-k (label, probability) pairs, best first."""
+    """Top-k (label, probability) pairs, best first; with an "unknown" rule, whether the image is unknown and its
+    score (higher = more like the training data)."""
 
     top: tuple[tuple[str, float], ...]
+    unknown: bool = False
+    ood_score: float | None = None
 
     @property
     def label(self) -> str:
@@ -120,12 +169,14 @@ class Classifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_aspect: float = DEFAULT_MAX_ASPECT,
         verify_key: str | os.PathLike | None | bool = None,
+        unknown: bool = True,
+        unknown_below: float | None = None,
     ):
         self.limits = ImageLimits(max_pixels, max_aspect)  # checked before the model loads
         self.source_path = Path(path)
         self.verify_key = verify_key_from(verify_key)
         self._options = LoadOptions(backend, threads, format, batch_size, exact_preprocess, max_pixels, max_aspect,
-                                    self.verify_key or False)
+                                    self.verify_key or False, unknown, unknown_below)
         resolved = resolve_model(path, format=format, backend=backend, verify_key=self.verify_key)
         self.model_path = resolved.path
         self.format = resolved.format
@@ -133,6 +184,8 @@ class Classifier:
         self._backend = create_backend(resolved.backend, resolved.path, threads=threads,
                                        verified_bytes=resolved.verified_bytes)
         self.contract: PreprocessContract = self._backend.contract
+        #: The "unknown" rule served (None: frames are never called unknown); swapped with the model.
+        self.unknown = _unknown_check(self.contract, self._backend, resolved.ood_stats, self._options, resolved.path)
         self.batch_size = batch_size
         self.exact_preprocess = exact_preprocess
 
@@ -150,7 +203,7 @@ class Classifier:
         """Serve ``other``'s loaded model from now on (the swap itself: a few attribute assignments, no I/O).
         Call it between frames, from the thread that classifies; frames prepared before it are prepared again."""
         self.model_path, self.format, self.manifest = other.model_path, other.format, other.manifest
-        self._backend, self.contract = other._backend, other.contract
+        self._backend, self.contract, self.unknown = other._backend, other.contract, other.unknown
 
     def bundle_facts(self) -> dict[str, Any]:
         """The served bundle: its real folder, the format and the model file's sha256 (from the verified manifest).
@@ -186,9 +239,31 @@ class Classifier:
             return np.zeros((0, self.contract.num_classes), np.float32)
         return self.logits_from_tensor(np.stack([self.preprocess(im, color) for im in images]))
 
+    def outputs_from_tensor(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities ``(N, num_classes)`` of preprocessed input, and each image's "unknown" score
+        (None without a rule). Read once: a swap from another thread must not mix two models' rules."""
+        backend, contract, unknown = self._backend, self.contract, self.unknown
+        need = unknown is not None and unknown.stats is not None
+        logits, features = [], []
+        for i in range(0, len(batch), self.batch_size):
+            out, feats = backend.run_with_features(batch[i: i + self.batch_size]) if need else \
+                (backend.run(batch[i: i + self.batch_size]), None)
+            logits.append(out)
+            features.append(feats)
+        if not logits:
+            return np.zeros((0, contract.num_classes), np.float32), None
+        z = np.concatenate(logits, axis=0)
+        probabilities = scaled_softmax(z, contract.temperature)
+        if unknown is None:
+            return probabilities, None
+        return probabilities, unknown.scores(z, np.concatenate(features) if need else None, contract.temperature)
+
     def scores(self, images: Sequence[ImageInput], color: str | None = None) -> np.ndarray:
-        """Class probabilities, shape ``(N, num_classes)``, columns in ``labels`` order."""
-        return softmax(self.logits(images, color))
+        """Class probabilities (temperature-scaled when the model carries a temperature), shape ``(N, num_classes)``,
+        columns in ``labels`` order."""
+        if not images:
+            return np.zeros((0, self.contract.num_classes), np.float32)
+        return self.outputs_from_tensor(np.stack([self.preprocess(im, color) for im in images]))[0]
 
     def top_k(self, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:
         k = max(1, min(k, self.contract.num_classes))
@@ -201,7 +276,15 @@ class Classifier:
         return self.predict_batch([image], top_k=top_k, color=color)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], top_k: int = 5, color: str | None = None) -> list[Prediction]:
-        return self.top_k(self.scores(list(images), color), top_k)
+        images = list(images)
+        if not images:
+            return []
+        unknown = self.unknown
+        probabilities, ood = self.outputs_from_tensor(np.stack([self.preprocess(im, color) for im in images]))
+        predictions = self.top_k(probabilities, top_k)
+        if ood is None or unknown is None:
+            return predictions
+        return [Prediction(p.top, bool(s < unknown.threshold), float(s)) for p, s in zip(predictions, ood)]
 
     def prepare(self, frame: Frame) -> Prepared:
         """Decode and preprocess one frame (the part a source's own thread can do): its tensor, or its error."""
@@ -233,16 +316,19 @@ class Classifier:
                 results[i] = StreamResult(f.source, f.index, f.timestamp, error=item.error, source_id=f.source_id)
         if kept:
             t0 = time.perf_counter()
-            probabilities = softmax(self.logits_from_tensor(np.stack([items[i].tensor for i in kept])))
+            unknown = self.unknown
+            probabilities, ood = self.outputs_from_tensor(np.stack([items[i].tensor for i in kept]))
             preds = self.top_k(probabilities, top_k)
             infer_ms = (time.perf_counter() - t0) * 1000 / len(kept)
-            for i, pred, row in zip(kept, preds, probabilities):
+            for n, (i, pred, row) in enumerate(zip(kept, preds, probabilities)):
                 f = items[i].frame
                 if not np.isfinite(row).all():  # NaN compares false with every threshold: never an "ok" result
                     results[i] = StreamResult(f.source, f.index, f.timestamp, source_id=f.source_id,
                                               error="the model produced non-finite scores (NaN/inf) for this image")
                     continue
-                label = UNKNOWN if threshold is not None and pred.score < threshold else pred.label
+                score = None if ood is None else float(ood[n])
+                flagged = None if score is None or unknown is None else bool(score < unknown.threshold)
+                label = UNKNOWN if flagged or (threshold is not None and pred.score < threshold) else pred.label
                 results[i] = StreamResult(f.source, f.index, f.timestamp, pred.top, label, items[i].prepare_ms + infer_ms,
-                                          source_id=f.source_id)
+                                          source_id=f.source_id, unknown=flagged, ood_score=score)
         return results  # type: ignore[return-value]

@@ -10,6 +10,9 @@ against each format's own tolerance) and the stored photos through this runtime'
     conformance/images/NN.jpg         reference photos, re-encoded JPEG ≤ 30 KB
     conformance/inputs/NN.npy         float32 (3, H, W): the contract's exact preprocessing of images/NN.jpg
     conformance/expected/FORMAT.npy   float32 (N, classes): the logits FORMAT gave at export, one row per image
+
+A format's entry also records its contract's temperature and "unknown" rule (``calibration``, absent in kits written
+before them): the served model must carry the same, and its unknown scores on the kit's images must be finite.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from .classifier import Classifier
+from .contract import PreprocessContract
 from .errors import ConformanceError, IntegrityError
 from .manifest import MANIFEST_NAME, bundle_root_of
 from .preprocess import preprocess, preprocess_fast
 
 __all__ = ["KIT_DIR", "KIT_NAME", "KIT_SCHEMA_VERSION", "Kit", "FormatResult", "SelfTestReport", "read_kit",
            "MAX_LOGIT_TOLERANCE_SHARE", "MAX_PREPROCESS_TOLERANCE",
-           "self_test", "self_test_classifier", "self_test_bundle", "near_tie_flips"]
+           "self_test", "self_test_classifier", "self_test_bundle", "near_tie_flips", "calibration_of"]
 
 KIT_DIR = "conformance"
 KIT_NAME = "kit.json"
@@ -203,6 +207,27 @@ class SelfTestReport:
         return "\n".join(lines)
 
 
+def calibration_of(contract: PreprocessContract) -> dict[str, Any]:
+    """What the kit records of a format's calibration: its temperature and its "unknown" rule (null when none)."""
+    return {"temperature": contract.temperature, "ood": asdict(contract.ood) if contract.ood is not None else None}
+
+
+def _calibration_failures(clf: Classifier, kit: Kit, entry: dict[str, Any]) -> list[str]:
+    expected = entry.get("calibration")
+    if expected is None:  # a kit from before calibrated bundles
+        return []
+    failures = []
+    served = calibration_of(clf.contract)
+    if served != expected:
+        failures.append(f"the model's temperature and unknown rule {served} differ from the kit's {expected}: the "
+                        "bundle's files come from different exports; re-run edge-export")
+    if clf.unknown is not None:
+        scores = clf.outputs_from_tensor(kit.inputs)[1]
+        if scores is None or not np.isfinite(scores).all():
+            failures.append(f"the unknown score ({clf.unknown.score}) is not finite on the kit's images; re-run edge-export")
+    return failures
+
+
 def self_test_classifier(clf: Classifier, kit: Kit, fmt: str) -> FormatResult:
     """Replay ``kit`` on ``clf`` (a loaded format of the kit's bundle)."""
     expected, entry = kit.expected(fmt)
@@ -217,6 +242,7 @@ def self_test_classifier(clf: Classifier, kit: Kit, fmt: str) -> FormatResult:
         failures.append(f"max |Δlogit| {diff:.3g} exceeds the tolerance {tolerance:.3g}")
     if flips:
         failures.append(f"top-1 changed on {', '.join(kit.data['images'][i]['image'] for i in flips)}")
+    failures += _calibration_failures(clf, kit, entry)
     pre_tol = float(kit.data["preprocess"]["tolerance"])
     exact = np.stack([preprocess(p, clf.contract) for p in kit.images])
     fast = np.stack([preprocess_fast(p, clf.contract) for p in kit.images])

@@ -12,9 +12,10 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from .confidence import OOD_SCORES
 from .errors import ContractError
 
-__all__ = ["PreprocessContract", "METADATA_KEY", "SCHEMA_VERSION", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["PreprocessContract", "OodRule", "METADATA_KEY", "SCHEMA_VERSION", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 #: Key under which the contract is stored as JSON in ONNX ``metadata_props`` (and OpenVINO rt_info).
 METADATA_KEY = "edgeport.contract"
@@ -38,6 +39,26 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+#: The temperature a contract may carry: outside this range a fit went wrong (logits scaled to noise or to one-hots).
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+@dataclass(frozen=True)
+class OodRule:
+    """How the model says "unknown": an out-of-distribution score (``confidence.OOD_SCORES``, higher = more like the
+    training data) and the threshold below which a frame is called unknown (fitted on the validation split)."""
+
+    score: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.score not in OOD_SCORES:
+            raise ContractError(f"ood.score must be one of {', '.join(OOD_SCORES)}, got {self.score!r:.40}; "
+                                "upgrade edgeport or re-export the model")
+        if not _is_number(self.threshold):
+            raise ContractError(f"ood.threshold must be a finite number, got {self.threshold!r:.40}; re-export the model")
+
+
 @dataclass(frozen=True)
 class PreprocessContract:
     """How a raw RGB image becomes the model's input tensor, plus the labels of its outputs.
@@ -58,6 +79,11 @@ class PreprocessContract:
     layout: str = "NCHW"
     dtype: str = "float32"
     schema_version: int = field(default=SCHEMA_VERSION)
+    #: Logits are divided by this before the softmax (fitted on the validation split at the end of training);
+    #: None: the plain softmax (models exported before calibration, ImageNet models).
+    temperature: float | None = None
+    #: When the model calls a frame unknown; None: never (as before).
+    ood: OodRule | None = None
 
     def __post_init__(self) -> None:
         # Normalise sequences to tuples so JSON lists and tuples compare equal.
@@ -91,6 +117,17 @@ class PreprocessContract:
             raise ContractError(f"mean must be in 0..1 (pixels are scaled to 0..1 first), got {self.mean}")
         if not all(MIN_STD <= s <= 1e3 for s in self.std):
             raise ContractError(f"std must be positive, in {MIN_STD:g}..1000, got {self.std}")
+        if self.temperature is not None and not (_is_number(self.temperature)
+                                                 and TEMPERATURE_RANGE[0] <= self.temperature <= TEMPERATURE_RANGE[1]):
+            raise ContractError(f"temperature must be a number in {TEMPERATURE_RANGE[0]}..{TEMPERATURE_RANGE[1]}, "
+                                f"got {self.temperature!r:.40}; re-export the model")
+        if isinstance(self.ood, Mapping):
+            try:
+                object.__setattr__(self, "ood", OodRule(**self.ood))
+            except TypeError as exc:
+                raise ContractError(f"contract field 'ood' must be {{score, threshold}}: {exc}") from exc
+        elif self.ood is not None and not isinstance(self.ood, OodRule):
+            raise ContractError(f"contract field 'ood' must be an object or null, got {type(self.ood).__name__}")
         if not isinstance(self.center_crop, bool):
             raise ContractError(f"center_crop must be true or false, got {self.center_crop!r}")
         # Only what the runtime implements is accepted; anything else would be silently wrong.
@@ -107,7 +144,11 @@ class PreprocessContract:
         return json.loads(self.to_json())
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        data = asdict(self)
+        for name in ("temperature", "ood"):  # absent rather than null: a contract without them reads as before
+            if data[name] is None:
+                del data[name]
+        return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessContract":

@@ -18,12 +18,15 @@ from typing import Any
 from .atomic import atomic_write_bytes
 from .errors import ManifestError, ModelLoadError
 
-__all__ = ["MANIFEST_NAME", "LABELS_NAME", "MANIFEST_SCHEMA_VERSION", "MAX_MANIFEST_BYTES", "sha256_file", "read_manifest",
+__all__ = ["MANIFEST_NAME", "LABELS_NAME", "OOD_STATS_NAME", "MANIFEST_SCHEMA_VERSION", "MAX_MANIFEST_BYTES", "sha256_file", "read_manifest",
            "write_json", "file_entries", "member_path", "check_member_name", "is_bundle_manifest",
            "bundle_root", "bundle_root_of"]
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
+#: The whitening matrix and class centres of a Mahalanobis "unknown" score (``confidence.MahalanobisStats``, one
+#: float32 .npy), shared by every format of the bundle; hashed and signed like the model files.
+OOD_STATS_NAME = "ood_stats.npy"
 #: Bumped whenever a manifest field changes meaning or disappears; the reader refuses newer ones.
 MANIFEST_SCHEMA_VERSION = 1
 #: A real manifest is tens of KB (the ImageNet MobileNetV2 bundle of `edge-export torchvision:mobilenet_v2`: 23 KB,

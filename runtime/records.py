@@ -30,7 +30,8 @@ _CSV_COLUMNS = ["source", "frame", "timestamp", "ok", "label", "score", "top_k",
 class StreamResult:
     """One frame's outcome: ``top`` (label, probability) pairs best first, or ``error``.
 
-    ``label`` is the best label, or ``"unknown"`` when its score is below the stream's threshold.
+    ``label`` is the best label, or ``"unknown"`` when its score is below the stream's threshold or the model's
+    "unknown" rule flags it (``unknown`` True, ``ood_score`` its score; both None for a model without a rule).
     ``latency_ms`` covers decode + preprocessing + inference of this frame.
     """
 
@@ -42,6 +43,8 @@ class StreamResult:
     latency_ms: float | None = None
     error: str | None = None
     source_id: str | None = None  # the service's source name (several sources in one process)
+    unknown: bool | None = None
+    ood_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,6 +83,9 @@ def to_record(result: StreamResult) -> dict:
         record["label"] = clean_text(result.label) if result.label is not None else None
         record["top_k"] = [{"label": clean_text(label), "score": round(score, 6)} for label, score in result.top]
         record["latency_ms"] = round(result.latency_ms or 0.0, 3)
+        if result.unknown is not None:
+            record["unknown"] = result.unknown
+            record["ood_score"] = round(result.ood_score, 6) if result.ood_score is not None else None
     else:
         record["error"] = clean_text(str(result.error))
     return record

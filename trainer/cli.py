@@ -8,7 +8,7 @@ import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
 from edgeport.runtime.errors import UsageError
 
-from .choices import BALANCE_MODES, STRATEGIES, arch_names, aug_names
+from .choices import BALANCE_MODES, DEFAULT_UNKNOWN_SCORE, STRATEGIES, UNKNOWN_SCORES, arch_names, aug_names
 from .recipe import DEFAULT_RECIPE, get_recipe, recipe_names
 
 STRATEGY_HELP = (
@@ -77,6 +77,9 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 @click.option("--tta", is_flag=True,
               help="Also report validation accuracy with test-time augmentation (mean over the eval crop and its "
                    "mirror) in metrics.json; best.pt and exports are unaffected.")
+@click.option("--unknown-score", type=click.Choice(UNKNOWN_SCORES), default=DEFAULT_UNKNOWN_SCORE, show_default=True,
+              help="The score that calls a frame 'unknown' (not one of the classes), fitted with its threshold and the "
+                   "temperature on the validation split at the end (docs/training.md, 'Calibrated confidence').")
 @click.option("--unfreeze", callback=_parse_unfreeze, default=None, metavar="K|full",
               help="gradual: unfreeze only the last K body blocks [default: full].")
 @click.option("--lr-find", "lr_find_only", is_flag=True,
@@ -121,7 +124,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
                    "before the job fails instead of hanging.")
 @debug_option
 def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float | None,
-         unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool,
+         unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool, unknown_score: str,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
          workers: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
          scan: str, aug: str, out_dir: str, resume_dir: str | None, nproc_per_node: int, dist_timeout: float,
@@ -154,7 +157,7 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
         else:
             config = TrainConfig(arch=arch, strategy=strategy, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr,
                                  lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta,
-                                 unfreeze=unfreeze, lr_find_iters=lr_find_iters,
+                                 unknown_score=unknown_score, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
                                  workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
                                  labels_csv=labels_csv, val_csv=val_csv)

@@ -38,6 +38,20 @@ class LoadedModel:
     checkpoint: Path | None = None  # the checkpoint file, when the spec is one
     val_files: list[Path] = field(default_factory=list)  # the run's validation images still on disk
     provenance: dict[str, Any] = field(default_factory=dict)  # for manifests: kind, arch, weights/checkpoint sha256
+    ood_stats: Any = None  # numpy (D + C, D): the checkpoint's Mahalanobis statistics, when its "unknown" score needs them
+
+    @property
+    def exports_features(self) -> bool:
+        """Whether the exported model needs the pooled features as a second output (its "unknown" score reads them)."""
+        from edgeport.runtime.confidence import FEATURE_SCORES
+
+        return self.contract.ood is not None and self.contract.ood.score in FEATURE_SCORES
+
+    def export_module(self) -> nn.Module:
+        """What export traces: the model, with the features as a second output when ``exports_features``."""
+        from .models import LogitsAndFeatures
+
+        return LogitsAndFeatures(self.model).eval() if self.exports_features else self.model
 
     def eval_transform(self) -> Callable[[Any], Any]:
         """The torchvision eval transform of the contract: the original preprocessing."""
@@ -70,6 +84,7 @@ def load_model(spec: str | os.PathLike, weights: str | None = None) -> LoadedMod
         contract=contract,
         checkpoint=Path(spec),
         val_files=[Path(p) for p in ckpt.get("val_files", []) if Path(p).is_file()],
+        ood_stats=ckpt["ood_stats"].numpy() if "ood_stats" in ckpt else None,
         provenance={
             "kind": "checkpoint",
             "arch": ckpt["arch"],

@@ -17,6 +17,7 @@ from .weights import ensure_weights_file, load_state_dict_file
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
            "build_pretrained", "build_for_checkpoint", "replace_head", "head_module_name", "feature_standardizer",
+           "split_head", "LogitsAndFeatures",
            "LITE0"]
 
 def _spec(arch: str) -> ArchSpec:
@@ -109,6 +110,35 @@ def feature_standardizer(model: nn.Module) -> nn.BatchNorm1d | None:
             and isinstance(parent[0], nn.BatchNorm1d) and not parent[0].affine:
         return parent[0]
     return None
+
+
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(body, head)`` copies with ``head(body(x)) == model(x)``: ``body`` ends in the pooled features the head reads
+    (a standardized head's fixed standardisation stays in ``head``). For a model that exports its features too."""
+    import copy
+
+    name = head_module_name(model)
+    if feature_standardizer(model) is not None:
+        name = name.rpartition(".")[0]  # the Sequential(BatchNorm1d, Linear)
+    body = copy.deepcopy(model)
+    parent_name, _, child = name.rpartition(".")
+    parent = body.get_submodule(parent_name) if parent_name else body
+    head = getattr(parent, child)
+    setattr(parent, child, nn.Identity())
+    return body.eval(), head.eval()
+
+
+class LogitsAndFeatures(nn.Module):
+    """``model`` with a second output, the pooled features its head reads (what a Mahalanobis "unknown" score
+    measures), for export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.body, self.head = split_head(model)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return self.head(features), features
 
 
 def build_for_checkpoint(arch: str, num_classes: int, state_dict: dict[str, torch.Tensor],

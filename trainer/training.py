@@ -33,7 +33,9 @@ from . import reports
 from .augment import train_transforms
 from .averaging import make_average
 from .balance import BALANCE_MODES, balanced_sampler, class_weights
+from .calibrate import calibrate_checkpoint
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
+from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
 from .devices import (
     amp_dtype,
@@ -89,6 +91,7 @@ class TrainConfig:
     val_csv: str | None = None  # path[,label] rows of the validation images (with labels_csv)
     balance: str = "none"  # none | weights (class-weighted loss) | sampler (class-balanced batches)
     tta: bool = False  # also report validation accuracy with test-time augmentation (steps.TTA)
+    unknown_score: str = DEFAULT_UNKNOWN_SCORE  # the "unknown" score fitted at the end (calibrate.py), or "none"
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -110,6 +113,8 @@ class TrainConfig:
             raise UsageError(f"--scan must be one of {', '.join(SCAN_MODES)}, got {self.scan!r}")
         if self.labels_csv is not None and self.label_from != "folder":
             raise UsageError("--labels-csv and --label-from both set the labels; use one of them")
+        if self.unknown_score not in UNKNOWN_SCORES:
+            raise UsageError(f"--unknown-score must be one of {', '.join(UNKNOWN_SCORES)}, got {self.unknown_score!r}")
         if self.val_csv is not None and self.labels_csv is None:
             raise UsageError("--val-csv goes with --labels-csv (folders fix the split with DATA/train and DATA/val)")
 
@@ -374,6 +379,7 @@ def _fit(data_dir: str | Path, out_dir: Path, config: TrainConfig, progress: boo
     run.restore()
     run.prepare_training()
     run.train()
+    run.calibrate()
     return run.finish()
 
 
@@ -622,6 +628,20 @@ class _Run:
         })
         reports.write_metrics(self.out_dir, {**metrics, "best": self.best, "history": self.history,
                                              "throughput": self.throughput})
+
+    def calibrate(self) -> None:
+        """Rank 0: fit the temperature and the "unknown" rule to the best checkpoint (calibrate.py) and write them
+        into it, so every format exported from it applies them."""
+        if not self.ctx.is_main:
+            return
+        score = None if self.config.unknown_score == "none" else self.config.unknown_score
+        workers = self.config.workers if self.config.workers is not None else default_workers(self.device)
+        self.contract, fitted, seconds = calibrate_checkpoint(self.best_path, self.split.val, self.split.train, score,
+                                                              self.device, self.per_rank, workers, self.progress,
+                                                              self.config.seed)
+        self.metrics["calibration"] = {**fitted.contract_fields(), "val_ece_before": round(fitted.ece_before, 5),
+                                       "val_ece_after": round(fitted.ece_after, 5), "seconds": round(seconds, 1)}
+        self.say(f"calibration: {fitted.summary()} ({seconds:.0f} s)")
 
     def finish(self) -> TrainResult:
         """End of run: the best epoch's per-class metrics and pictures (rank 0); every rank waits for those files

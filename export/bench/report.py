@@ -46,6 +46,9 @@ ROW_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
                            "the crop and its mirror); null otherwise and for every deployed format"),
     "drop_vs_torch_pp": (_OPT_NUM, "torch's top1 − top1 in points, positive = worse (unlabelled: % of images whose "
                                    "top-1 differs from torch's); the quantity edge-export --max-drop bounds; null without torch"),
+    "ece": (_OPT_NUM, "labelled: expected calibration error (15 bins) of the plain softmax, in [0, 1]; null otherwise"),
+    "ece_calibrated": (_OPT_NUM, "labelled: the same with the model's fitted temperature applied (what edge-predict "
+                                 "reports); null without a temperature or labels"),
     "agreement_vs_torch": (_OPT_NUM, "share of images whose top-1 equals torch's (null without torch)"),
     "max_abs_logit_diff_vs_torch": (_OPT_NUM, "max |logit − torch logit| over all images and classes"),
     "latency_ms": ((dict,), "batch 1, after warm-up, formats interleaved: {p50, p90, p99, runs}"),

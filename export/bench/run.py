@@ -211,7 +211,7 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
         if ref is not None and TORCH in chosen:
             size = ref.file.stat().st_size if ref.file else None
             rows[TORCH] = {"backend": "torch", "precision": "fp32", "file": ref.spec, "size_bytes": size,
-                           **accuracy_against(ref_logits, ref_logits, evalset.targets)}
+                           **accuracy_against(ref_logits, ref_logits, evalset.targets, ref.contract.temperature)}
             if opts.tta:  # beside plain accuracy, in the torch row only: no exported model carries TTA
                 tta = ref.tta_logits(evalset.tensors, opts.batch)
                 rows[TORCH]["top1_tta"] = accuracy_against(tta, ref_logits, evalset.targets)["top1"]
@@ -219,7 +219,8 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
             info = format_rows[name]
             rows[name] = {"backend": info["backend"], "precision": info["precision"], "file": info["file"],
                           "size_bytes": sum(f.stat().st_size for f in info["files"]),
-                          **accuracy_against(clf.logits_from_tensor(evalset.tensors), ref_logits, evalset.targets)}
+                          **accuracy_against(clf.logits_from_tensor(evalset.tensors), ref_logits, evalset.targets,
+                                             clf.contract.temperature)}
         one, many = evalset.tensors[:1], _batch_of(evalset.tensors, opts.batch)
         single = {n: (lambda c=c: c.logits_from_tensor(one)) for n, c in clfs.items()}
         batched = {n: (lambda c=c: c.logits_from_tensor(many)) for n, c in clfs.items()}

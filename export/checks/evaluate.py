@@ -33,7 +33,7 @@ def evaluate_formats(model: nn.Module, bundle: Path, formats: Sequence[str], dat
     """Per format: top-1, drop vs PyTorch (points), agreement with PyTorch, max |Δlogit| and latency p50."""
     model = model.eval().cpu()
     ref = torch.cat([model(torch.from_numpy(data.tensors[i : i + 16])) for i in range(0, len(data.tensors), 16)]).numpy()
-    clfs = {name: Classifier(bundle, format=name) for name in formats}
+    clfs = {name: Classifier(bundle, format=name, unknown=False) for name in formats}
     latency = _latency_p50(clfs, data.tensors[:1], runs)
     result: dict[str, Any] = {"images": len(data.paths), "labelled": data.targets is not None, "skipped": data.skipped,
                               "torch": {"top1": accuracy_against(ref, None, data.targets)["top1"]}, "formats": {}}
@@ -46,7 +46,8 @@ def evaluate_formats(model: nn.Module, bundle: Path, formats: Sequence[str], dat
 def compare_with_fp32(fp32_path: Path, model_path: Path, images: Sequence[Path], runs: int = 50,
                       threads: int | None = None) -> dict[str, Any]:
     """Top-1 agreement with FP32 on ``images`` and batch-1 latency of both."""
-    clfs = {"fp32": Classifier(fp32_path, threads=threads), "other": Classifier(model_path, threads=threads)}
+    clfs = {"fp32": Classifier(fp32_path, threads=threads, unknown=False),
+            "other": Classifier(model_path, threads=threads, unknown=False)}
     batch, _, _ = preprocess_files(images, clfs["fp32"].contract)
     ref, out = clfs["fp32"].logits_from_tensor(batch), clfs["other"].logits_from_tensor(batch)
     latency = _latency_p50(clfs, batch[:1], runs, warmup=5)

@@ -38,7 +38,7 @@ class ParityReport:
 def verify_parity(model: nn.Module, model_path: Path, images: Sequence[Path], batch_size: int = 16) -> ParityReport:
     """Run the same preprocessed tensors through PyTorch and the exported file (in batches > 1, so
     the dynamic batch axis is exercised) and compare logits and top-1."""
-    clf = Classifier(model_path, batch_size=batch_size)
+    clf = Classifier(model_path, batch_size=batch_size, unknown=False)
     # Undecodable files were skipped by the trainer too; verification needs decodable images only.
     batch, kept, skipped = preprocess_files(images, clf.contract)
     if not kept:

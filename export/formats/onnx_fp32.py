@@ -8,6 +8,7 @@ from pathlib import Path
 import onnx
 import torch
 from edgeport.runtime.atomic import atomic_write_bytes
+from edgeport.runtime.backends import FEATURES_OUTPUT, LOGITS_OUTPUT
 from edgeport.runtime.contract import METADATA_KEY, PreprocessContract
 from torch import nn
 
@@ -15,7 +16,7 @@ from .onnx_target import OnnxTarget, apply_target
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "OPSET", "export_onnx", "embed_contract", "read_contract", "strip_debug_metadata"]
 
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+INPUT_NAME, OUTPUT_NAME = "input", LOGITS_OUTPUT
 OPSET = 20  # preferred; lowered to what an older --target-runtime implements
 
 
@@ -58,9 +59,11 @@ def read_contract(model: onnx.ModelProto) -> PreprocessContract | None:
     return None
 
 
-def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path, target: OnnxTarget | None = None) -> onnx.ModelProto:
+def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path, target: OnnxTarget | None = None,
+                features: bool = False) -> onnx.ModelProto:
     """torch.onnx's dynamo exporter (deterministic: same model, same bytes) at an opset and IR version
-    the target runtime loads (``onnx_target``), then ``onnx.checker``."""
+    the target runtime loads (``onnx_target``), then ``onnx.checker``. ``features``: ``model`` returns
+    (logits, features), exported as the outputs ``logits`` and ``features``."""
     model = model.eval().cpu()
     example = torch.zeros(1, 3, *contract.input_size)
     with warnings.catch_warnings(), torch.no_grad():
@@ -70,7 +73,7 @@ def export_onnx(model: nn.Module, contract: PreprocessContract, path: Path, targ
             (example,),
             None,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[OUTPUT_NAME, FEATURES_OUTPUT] if features else [OUTPUT_NAME],
             opset_version=min(OPSET, target.max_opset) if target else OPSET,
             dynamo=True,
             dynamic_shapes=({0: torch.export.Dim("batch")},),

@@ -56,6 +56,11 @@ model_options = stack(
     click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                  help="Pixel budget per image: larger pictures get an error record (a JPEG is draft-decoded within it)."),
     verify_key_option,
+    click.option("--unknown-below", type=float, default=None,
+                 help="Call a frame 'unknown' when the model's unknown score is below this, instead of the threshold "
+                      "the trainer fitted (the score and its scale are the model's: see a record's ood_score)."),
+    click.option("--no-unknown", is_flag=True,
+                 help="Never call a frame 'unknown' by the model's own rule (records carry no unknown/ood_score)."),
 )
 
 source_options = stack(
@@ -140,4 +145,5 @@ _LOADER_KEYS = {"backend": "backend", "model_format": "format", "threads": "thre
 def loader_kwargs(params: dict) -> dict:
     """The ``Classifier`` keywords among a command's parameters. No --verify-key: None, so that the classifier reads
     ``$EDGEPORT_VERIFY_KEY`` itself and refuses it when set but empty (click reads an empty variable as unset)."""
-    return {key: params[name] for name, key in _LOADER_KEYS.items()}
+    return {**{key: params[name] for name, key in _LOADER_KEYS.items()}, "unknown": not params["no_unknown"],
+            "unknown_below": params["unknown_below"]}

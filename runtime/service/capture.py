@@ -1,9 +1,10 @@
 """``--capture DIR``: keep the frames the model was unsure about, the ones worth labelling for the next model.
 
-A frame is kept when its top-1 probability is below ``below`` or its top-1/top-2 margin below ``margin``, at most
-``rate`` per minute per source, as ``DIR/<source id>/<UTC time>_<frame>.jpg`` plus a ``.json`` sidecar (source,
-time, top-k, model sha256, why). The folder stays under ``max_mb``: the oldest captures are deleted first. A person
-sorts the JPEGs into ``<dataset>/train/<class>/`` folders and ``edge-train`` reads them (docs/service.md).
+A frame is kept when the model's "unknown" rule flags it, its top-1 probability is below ``below`` or its top-1/top-2
+margin below ``margin``, at most ``rate`` per minute per source, as ``DIR/<source id>/<UTC time>_<frame>.jpg`` plus a
+``.json`` sidecar (source, time, top-k, model sha256, why). The folder stays under ``max_mb``: the oldest captures are
+deleted first. A person sorts the JPEGs into ``<dataset>/train/<class>/`` folders and ``edge-train`` reads them
+(docs/service.md).
 
 What capture owns, and only that, counts against the quota and may be deleted: a JPEG whose name has capture's
 pattern and whose sidecar carries ``CAPTURE_MARK``, found without following a symlink. A folder that also holds a
@@ -108,9 +109,11 @@ class Capture:
         return jpeg.stat().st_size + (sidecar.stat().st_size if sidecar.exists() else 0)
 
     def why(self, result: StreamResult) -> str | None:
-        """Why this result is worth a look (``below`` or ``margin``), or None."""
+        """Why this result is worth a look (the model's "unknown" rule, ``below`` or ``margin``), or None."""
         if not result.ok or not result.top:
             return None
+        if result.unknown:  # what the model has not seen: the frames the next model most needs labelled
+            return f"unknown (score {result.ood_score:.4g} below the model's threshold)"
         top1 = result.top[0][1]
         if self.below is not None and top1 < self.below:
             return f"top-1 {top1:.3f} < {self.below}"
@@ -146,7 +149,8 @@ class Capture:
         sidecar = {CAPTURE_MARK: 1, "source_id": source_id, "source": clean_text(result.source), "frame": frame.index,
                    "timestamp": frame.timestamp, "time": now.isoformat(timespec="milliseconds"), "reason": reason,
                    "label": result.label, "top_k": [{"label": label, "score": round(score, 6)} for label, score in result.top],
-                   "model_sha256": self.model_sha256}
+                   "model_sha256": self.model_sha256,
+                   **({"unknown": result.unknown, "ood_score": result.ood_score} if result.unknown is not None else {})}
         text = json.dumps(sidecar, ensure_ascii=False, indent=1).encode()
         try:
             if folder.is_symlink():

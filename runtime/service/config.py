@@ -11,6 +11,7 @@ kept in the config but never shown by ``repr()``, ``describe()`` or an error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -129,9 +130,16 @@ class ModelOptions:
     verify_key: str | None = None  # None: the classifier reads $EDGEPORT_VERIFY_KEY itself
     reload: bool = False
     reload_interval: float = 1.0
+    unknown: bool = True  # false: never call a frame unknown, whatever the model's rule
+    unknown_below: float | None = None  # overrides the model's "unknown" threshold
 
     def __post_init__(self) -> None:
         _text((), "backend", self.backend, choices=("auto", *backend_names()))
+        _flag((), "unknown", self.unknown)
+        if self.unknown_below is not None and (isinstance(self.unknown_below, bool) or not isinstance(
+                self.unknown_below, (int, float)) or not math.isfinite(self.unknown_below)):
+            raise _Invalid((), "unknown_below", f"must be a finite number (on the model's score scale), got "
+                                                f"{_got(self.unknown_below)}")
         _text((), "model_format", self.model_format, optional=True, choices=format_names())
         _whole((), "threads", self.threads, 1, optional=True)
         _flag((), "exact_preprocess", self.exact_preprocess)
@@ -143,7 +151,8 @@ class ModelOptions:
     def classifier_kwargs(self) -> dict[str, Any]:
         """The ``Classifier`` keywords these options set."""
         return {"backend": self.backend, "format": self.model_format, "threads": self.threads,
-                "exact_preprocess": self.exact_preprocess, "max_pixels": self.max_pixels, "verify_key": self.verify_key}
+                "exact_preprocess": self.exact_preprocess, "max_pixels": self.max_pixels, "verify_key": self.verify_key,
+                "unknown": self.unknown, "unknown_below": self.unknown_below}
 
 
 @dataclass(frozen=True)
@@ -512,7 +521,8 @@ def config_from_flags(model: str, inputs: Sequence[str], params: dict[str, Any])
         capture = (CaptureConfig(p["capture_dir"], p["capture_below"], p["capture_margin"], p["capture_rate"],
                                  p["capture_max_mb"]) if p["capture_dir"] is not None else None)
         options = ModelOptions(p["backend"], p["model_format"], p["threads"], p["exact_preprocess"], p["max_pixels"],
-                               p["verify_key"], p["hot_reload"], p["reload_interval"])
+                               p["verify_key"], p["hot_reload"], p["reload_interval"], not p["no_unknown"],
+                               p["unknown_below"])
         output = OutputConfig(p["fmt"], p["top_k"], p["threshold"], p["batch"])
         return ServiceConfig(tuple(sources), model, options, output, mqtt, health, capture, ReconnectConfig(p["reconnect_max"]))
     except _Invalid as exc:  # say it in the command line's words: --mqtt, --every, not [mqtt] url, [sources.x] every

@@ -78,7 +78,7 @@ def test_the_example_loads_into_the_expected_dataclasses(tmp_path, env):
     )
     assert config.model_options.classifier_kwargs() == {
         "backend": "auto", "format": None, "threads": 2, "exact_preprocess": False, "max_pixels": 40_000_000,
-        "verify_key": str(tmp_path / "release.pub.pem")}
+        "verify_key": str(tmp_path / "release.pub.pem"), "unknown": True, "unknown_below": None}
     for shown in (repr(config), config.describe()):  # credentials never show, the rest does
         assert PASSWORD not in shown and "door-secret" not in shown and "yard-secret" not in shown
         assert "rtsp://***@10.0.0.7:554/stream1" in shown and "inbox" in shown
@@ -154,6 +154,9 @@ BAD = [  # (what, file text, the line's text, what the message names)
     ("a missing url variable", "[sources.door]\nurl_env = 'EDGEPORT_TEST_UNSET'\n", "url_env",
      "[sources.door] url_env: the environment variable EDGEPORT_TEST_UNSET is not set"),
     ("a missing url file", "[sources.door]\nurl_file = 'nope.url'\n", "url_file", "[sources.door] url_file: cannot read"),
+    ("an unknown threshold as text", "unknown_below = 'low'\n" + MINIMAL, "unknown_below",
+     "unknown_below: must be a finite number"),
+    ("unknown as a number", "unknown = 1\n" + MINIMAL, "unknown =", "unknown: must be true or false"),
     ("a password without a user", MINIMAL + "[mqtt]\nurl = 'mqtt://b/p'\npassword_env = 'EDGEPORT_TEST_SET'\n",
      "password_env", "[mqtt] password_env: needs a username"),
 ]
@@ -246,7 +249,7 @@ def flags(**given) -> dict:
               "capture_dir": None, "capture_below": 0.5, "capture_margin": None, "capture_rate": 6.0, "capture_max_mb": 500.0,
               "top_k": 5, "threshold": None, "fmt": "table", "batch": "auto", "backend": "auto", "model_format": None,
               "threads": None, "exact_preprocess": False, "max_pixels": 40_000_000, "verify_key": None, "hot_reload": False,
-              "reload_interval": 1.0, "debug": False}
+              "reload_interval": 1.0, "no_unknown": False, "unknown_below": None, "debug": False}
     return {**params, **given}
 
 
@@ -260,6 +263,11 @@ def test_flags_build_the_same_config(tmp_path):
                               SourceConfig("yard", "url", "rtsp://cam/1", every=2), SourceConfig("watch1", "watch", "in", max_files=3))
     assert config.mqtt == MqttConfig("mqtt://b/p") and config.health == HealthConfig(9108) and config.capture == CaptureConfig("c")
     assert config.model == "m" and config.model_options.reload
+    assert config.model_options.classifier_kwargs()["unknown"] and config.model_options.unknown_below is None
+    own = config_from_flags("m", ("a.jpg",), flags(no_unknown=True, unknown_below=-3.5)).model_options
+    assert (own.unknown, own.unknown_below) == (False, -3.5)
+    assert load_config(write(tmp_path, "unknown_below = -3.5\nunknown = false\n" + MINIMAL)).model_options == \
+        ModelOptions(unknown=False, unknown_below=-3.5)
     with pytest.raises(ConfigError, match=r"^--mqtt: 'http://b/p': write mqtt://"):
         config_from_flags("m", (), flags(camera=(0,), mqtt_url="http://b/p"))
     with pytest.raises(ConfigError, match=r"^--mqtt-ca: is for TLS"):

@@ -16,11 +16,13 @@ COLOURS = ("red", "green", "blue")
 
 
 def colour_model(path: Path, labels: tuple[str, ...] = COLOURS, weights: np.ndarray | None = None,
-                 dynamic_classes: bool = False, external: str | None = None, contract: dict | None = None) -> Path:
+                 dynamic_classes: bool = False, external: str | None = None, contract: dict | None = None,
+                 features: bool = False) -> Path:
     """An ONNX model: input (N, 3, 224, 224) → GlobalAveragePool → Flatten → MatMul W (3 × classes).
 
     ``weights`` defaults to 10 × identity (padded): a red picture scores "red". ``dynamic_classes`` leaves
-    the output's class dimension symbolic; ``external`` stores the weights in that external-data file.
+    the output's class dimension symbolic; ``external`` stores the weights in that external-data file;
+    ``features`` adds the second output ``features``: the 3 channel means the MatMul reads.
     """
     n = len(labels)
     w = weights if weights is not None else np.pad(np.eye(3, dtype=np.float32) * 10, ((0, 0), (0, max(0, n - 3))))[:, :n]
@@ -42,12 +44,12 @@ def colour_model(path: Path, labels: tuple[str, ...] = COLOURS, weights: np.ndar
                   helper.make_node("MatMul", ["flat", "Wd"], ["logits"])]
     else:
         nodes.append(helper.make_node("MatMul", ["flat", "W"], ["logits"]))
-    graph = helper.make_graph(
-        nodes, "colour",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C" if dynamic_classes else n])],
-        inits,
-    )
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "C" if dynamic_classes else n])]
+    if features:
+        nodes.append(helper.make_node("Identity", ["flat"], ["features"]))
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3]))
+    graph = helper.make_graph(nodes, "colour", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+                              outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     text = PreprocessContract(labels=labels).to_json() if contract is None else __import__("json").dumps(contract)
