@@ -65,13 +65,13 @@ class StateChange:
     since: str
     since_frame: int | None
     since_timestamp: float | None
-    frames: int  # frames seen by this stream so far (errors aside)
+    frame: int | None  # the frame that completed the hold, when the record was made
 
     def record(self) -> dict:
         """The state record (JSONL line; the retained MQTT payload on ``<prefix>/<source>[/<region>]/state``)."""
         return {"event": "state", "ok": True, "source_id": self.source_id, "source": self.source, "region": self.region,
                 "label": self.label, "score": round(self.score, 6), "previous": self.previous, "since": self.since,
-                "since_frame": self.since_frame, "since_timestamp": self.since_timestamp}
+                "since_frame": self.since_frame, "since_timestamp": self.since_timestamp, "frame": self.frame}
 
 
 @dataclass
@@ -95,7 +95,6 @@ class StateTracker:
         self.state: str | None = None
         self.run_label: str | None = None
         self.run: _Seen | None = None
-        self.frames = 0
 
     def _vector(self, result: StreamResult) -> np.ndarray:
         """The frame's probabilities over every label seen so far: its top-k, or all on ``unknown``."""
@@ -135,7 +134,6 @@ class StateTracker:
         """One result of this stream; a ``StateChange`` when its smoothed label changed and held ``hold`` frames."""
         if not result.ok or not result.top:
             return None
-        self.frames += 1
         label, score = self.smoothed(result)
         run = self.run
         if run is None or label != self.run_label:
@@ -148,7 +146,7 @@ class StateTracker:
             return None
         previous, self.state = self.state, label
         return StateChange(source_id, source, result.region, label, score, previous, run.time, run.frame, run.timestamp,
-                           self.frames)
+                           result.index)
 
 
 @dataclass
