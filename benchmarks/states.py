@@ -116,9 +116,9 @@ def pick_scenes(ants: list[Path], bees: list[Path], sure_ants: list[Path], sure_
 def score_run(changes: list, true_change: int = TRUE_CHANGE) -> dict:
     """What one run's state records say: changes after the first state, and the delay of the right one."""
     later = [c for c in changes if c.previous is not None]
-    right = len(later) == 1 and changes[0].label == "ants" and later[0].previous == "ants" and later[0].label == "bees" and later[0].frame >= true_change
+    right = len(later) == 1 and changes[0].label == "ants" and later[0].previous == "ants" and later[0].label == "bees" and later[0].confirmed_frame >= true_change
     return {"changes": len(later), "right": right, "initial": changes[0].label if changes else None,
-            "delay": later[0].frame - true_change if right else None,
+            "delay": later[0].confirmed_frame - true_change if right else None,
             "since_error": later[0].since_frame - true_change if right else None}
 
 

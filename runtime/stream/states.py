@@ -65,13 +65,14 @@ class StateChange:
     since: str
     since_frame: int | None
     since_timestamp: float | None
-    frame: int | None  # the frame that completed the hold, when the record was made
+    confirmed_frame: int | None  # the frame that completed the hold, when the record was made
 
     def record(self) -> dict:
         """The state record (JSONL line; the retained MQTT payload on ``<prefix>/<source>[/<region>]/state``)."""
         return {"event": "state", "ok": True, "source_id": self.source_id, "source": self.source, "region": self.region,
                 "label": self.label, "score": round(self.score, 6), "previous": self.previous, "since": self.since,
-                "since_frame": self.since_frame, "since_timestamp": self.since_timestamp, "frame": self.frame}
+                "since_frame": self.since_frame, "since_timestamp": self.since_timestamp,
+                "confirmed_frame": self.confirmed_frame}
 
 
 @dataclass

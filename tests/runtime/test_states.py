@@ -42,7 +42,7 @@ def test_single_other_frames_and_errors_do_not_change_the_state_and_a_lasting_ch
     labels = ["ants"] * 10 + ["bees"] + ["ants"] * 5 + [None, None] + ["ants"] * 3 + ["bees"] * 10
     changes = _states(Smoothing(method, 5, 3), labels)
     assert [(c.previous, c.label) for c in changes] == [(None, "ants"), ("ants", "bees")]
-    assert 21 <= changes[1].since_frame <= 21 + 3 and changes[1].frame - changes[1].since_frame == 2  # held 3 frames
+    assert 21 <= changes[1].since_frame <= 21 + 3 and changes[1].confirmed_frame - changes[1].since_frame == 2  # held 3 frames
     assert changes[1].record()["region"] is None and changes[1].record()["source_id"] == "cam"
 
 
