@@ -1,13 +1,13 @@
 """Stable states (issue #31): the window vote against the EMA, on videos made from real photos.
 
-    nice -n 10 python -m benchmarks.states BUNDLE [--seeds 10] [--rates 0.1 0.2 0.3] [--threads 2]
+    nice -n 10 python -m benchmarks.states BUNDLE [--seeds 10] [--rates 0.1 0.2 0.3] [--burst 1] [--threads 2]
 
 BUNDLE is the hymenoptera fine-tune (``make release-model`` writes one). Each video (MJPG .avi written with OpenCV,
 320×240) shows one ant photo for 40 frames, then one bee photo for 40 frames, with seeded sensor noise; at a rate
 of ``--rates`` of the frames, a disturbance replaces the frame: a single frame of the other class (another val
 photo), a blanked frame (black), or a corrupted frame (its JPEG bytes in the file overwritten, so FFmpeg decodes
-garbage). Every frame is classified once, through ``classify_stream`` as edge-predict does; then each smoother,
-window and hold runs over the same results. A run is right when it gives exactly one state change (the initial
+garbage); ``--burst 2`` makes each disturbance two frames in a row. Every frame is classified once, through
+``classify_stream`` as edge-predict does; then each smoother, window and hold runs over the same results. A run is right when it gives exactly one state change (the initial
 state aside), ants → bees, at or after frame 40; its delay is the frame that completed the hold minus 40.
 """
 
@@ -42,22 +42,23 @@ def _frame(photo: Path) -> np.ndarray:
 
 
 def make_state_video(path: Path, scene_a: Path, scene_b: Path, others_a: list[Path], others_b: list[Path], *,
-                     seed: int, rate: float = 0.15) -> StateVideo:
+                     seed: int, rate: float = 0.15, burst: int = 1) -> StateVideo:
     """The test video: ``scene_a`` for ``TRUE_CHANGE`` frames then ``scene_b``, with disturbances on single frames
     (never two in a row) at ``rate``, a third of each kind: a photo of the other class (from ``others_*``), black, or
-    corrupted bytes."""
+    corrupted bytes. ``burst`` > 1: each disturbance lasts that many frames in a row (still ``rate`` of the frames)."""
     import cv2
 
     rng = random.Random(seed)
     noise = np.random.default_rng(seed)
-    candidates = list(range(FRAMES))
+    candidates = list(range(FRAMES - burst + 1))
     rng.shuffle(candidates)
     disturbed: dict[int, str] = {}
-    for index in candidates:
+    for start in candidates:
         if len(disturbed) >= round(rate * FRAMES):
             break
-        if index - 1 not in disturbed and index + 1 not in disturbed:
-            disturbed[index] = KINDS[len(disturbed) % len(KINDS)]  # each kind as often, at random places
+        if all(i not in disturbed for i in range(start - 1, start + burst + 1)):  # bursts never touch
+            kind = KINDS[len(disturbed) // burst % len(KINDS)]  # each kind as often, at random places
+            disturbed.update({i: kind for i in range(start, start + burst)})
     scenes = (_frame(scene_a), _frame(scene_b))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
     if not writer.isOpened():
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    parser.add_argument("--burst", type=int, default=1, help="frames in a row each disturbance lasts")
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 3, 5, 7])
     parser.add_argument("--holds", type=int, nargs="+", default=[1, 2, 3, 5])
     parser.add_argument("--threads", type=int, default=2)
@@ -148,7 +150,7 @@ def main() -> None:
     for rate in args.rates:
         for seed in range(args.seeds):
             video = make_state_video(args.out / f"r{rate}_s{seed}.avi", *pick_scenes(ants, bees, *sure, seed),
-                                     seed=seed, rate=rate)
+                                     seed=seed, rate=rate, burst=args.burst)
             results = list(classify_stream(clf, video_frames(video.path), top_k=2))
             if len(results) != FRAMES or not all(r.ok for r in results):
                 raise SystemExit(f"{video.path}: {len(results)} frames, {sum(not r.ok for r in results)} errors")
