@@ -256,7 +256,7 @@ class SourceConfig(_Shown):
     watch_timeout: float | None = None  # watch: stop after this many seconds without a new file
     max_files: int | None = None  # watch: stop after this many files
     regions: tuple[Region, ...] = ()  # each classified as a stream of its own (file: [{name, box | pixels}, …])
-    smoothing: str = DEFAULT_SMOOTHING.method  # "vote", "ema" or "off" (no state records)
+    smoothing: str = DEFAULT_SMOOTHING.method  # "ema", "vote" or "off" (no state records)
     window: int = DEFAULT_SMOOTHING.window  # frames the smoothing looks at
     hold: int = DEFAULT_SMOOTHING.hold  # frames a new smoothed label must last before its state record
 

@@ -161,7 +161,7 @@ def test_bad_regions_are_refused_when_the_file_loads_with_file_and_line(tmp_path
     assert says in message
 
 
-@pytest.mark.parametrize("key, value, says", [("smoothing", '"median"', '"vote" or "ema" or "off"'),
+@pytest.mark.parametrize("key, value, says", [("smoothing", '"median"', '"ema" or "vote" or "off"'),
                                               ("hold", "0", "whole number ≥ 1"), ("window", "2.5", "whole number ≥ 1")])
 def test_bad_smoothing_is_refused_with_file_and_line(tmp_path, key, value, says):
     text = f'[sources.cam]\ncamera = 0\n{key} = {value}\n'

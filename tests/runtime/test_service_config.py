@@ -74,7 +74,7 @@ def test_the_example_loads_into_the_expected_dataclasses(tmp_path, env):
     assert config.sources == (
         SourceConfig("door", "url", DOOR_URL, max_fps=5.0, regions=(
             Region("garage", (0.0, 0.0, 0.5, 1.0)), Region("drive", (640, 0, 1280, 720), pixels=True)),
-            smoothing="vote", window=5, hold=3),
+            smoothing="ema", window=3, hold=3),
         SourceConfig("yard", "url", YARD_URL, every=2, max_fps=5.0),
         SourceConfig("bench", "camera", 0, max_fps=2.0),
         SourceConfig("inbox", "watch", "/srv/inbox"),
