@@ -34,6 +34,7 @@ class Frame:
     timestamp: float | None = None
     error: str | None = None
     source_id: str | None = None  # the service's name for the source (``--name cam1=…``), carried into every record
+    region: str | None = None  # a named region of the source's picture (``stream.regions``): this frame is its crop
 
 
 def file_frames(items: Iterable[InputItem]) -> Iterator[Frame]:

@@ -45,6 +45,7 @@ class StreamResult:
     source_id: str | None = None  # the service's source name (several sources in one process)
     unknown: bool | None = None
     ood_score: float | None = None
+    region: str | None = None  # the source's named region this result is for (``stream.regions``)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,8 @@ def to_record(result: StreamResult) -> dict:
     """The JSON-able record of one result (the jsonl line), every text field valid UTF-8."""
     record: dict = {"source_id": result.source_id} if result.source_id is not None else {}
     record["source"] = clean_text(result.source)
+    if result.region is not None:
+        record["region"] = result.region
     if result.index is not None:
         record["frame"], record["timestamp"] = result.index, result.timestamp
     record["ok"] = result.ok
@@ -91,9 +94,10 @@ def to_record(result: StreamResult) -> dict:
     return record
 
 
-def csv_header(with_ids: bool = False) -> str:
-    """The csv header; ``with_ids`` adds the ``source_id`` column (several sources in one process)."""
-    return ",".join(_CSV_COLUMNS + (["source_id"] if with_ids else []))
+def csv_header(with_ids: bool = False, with_regions: bool = False) -> str:
+    """The csv header; ``with_ids`` adds the ``source_id`` column (several sources in one process), ``with_regions``
+    the ``region`` column (a source with regions)."""
+    return ",".join(_CSV_COLUMNS + (["source_id"] if with_ids else []) + (["region"] if with_regions else []))
 
 
 def _escaped(record: dict) -> dict:
@@ -110,14 +114,15 @@ def _csv_line(record: dict) -> str:
         row["score"] = record["top_k"][0]["score"]
         row["top_k"] = ";".join(f"{e['label']}:{e['score']}" for e in row["top_k"])
     buffer = io.StringIO()  # no newline can be left in a field, so the empty line terminator is safe
-    columns = _CSV_COLUMNS + (["source_id"] if "source_id" in record else [])
+    columns = _CSV_COLUMNS + [key for key in ("source_id", "region") if key in record]
     csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="").writerow(row)
     return buffer.getvalue()
 
 
 def _table_lines(record: dict) -> str:
     record = _escaped(record)
-    where = (f"[{record['source_id']}] " if "source_id" in record else "") + record["source"]
+    name = "/".join(str(record[key]) for key in ("source_id", "region") if key in record)
+    where = (f"[{name}] " if name else "") + record["source"]
     where += f" #{record['frame']} @{record['timestamp']:.3f}s" if "frame" in record else ""
     if not record["ok"]:
         return f"{where}  ERROR: {record['error']}"

@@ -129,7 +129,8 @@ def flat(model: str, inputs: tuple[str, ...], self_test_flag: bool, **params) ->
 
 
 def _source_kwargs(params: dict) -> dict:
-    return {key: params[key] for key in ("video", "camera", "watch", "every", "max_fps", "watch_timeout", "max_files")}
+    return {key: params[key] for key in ("video", "camera", "watch", "every", "max_fps", "watch_timeout", "max_files",
+                                         "regions", "smoothing", "window", "hold")}
 
 
 def _output_kwargs(params: dict) -> dict:

@@ -11,6 +11,7 @@ from ..formats import format_names
 from ..preprocess import DEFAULT_MAX_PIXELS
 from ..records import OUTPUT_FORMATS
 from ..signing import VERIFY_KEY_ENV
+from ..stream import DEFAULT_SMOOTHING, SMOOTHERS
 
 __all__ = ["model_argument", "model_options", "format_option", "threads_option", "verify_key_option", "source_options", "service_options", "output_options", "reload_options",
            "stack", "loader_kwargs"]
@@ -77,6 +78,18 @@ source_options = stack(
     click.option("--watch-timeout", type=click.FloatRange(min=0), default=None,
                  help="--watch: stop after this many seconds without a new file (default: until Ctrl-C)."),
     click.option("--max-files", type=click.IntRange(min=1), default=None, help="--watch: stop after this many files."),
+    click.option("--region", "regions", multiple=True, metavar="NAME=x0,y0,x1,y1[px]",
+                 help="Classify this region of the source's picture as a stream of its own: fractions of the frame "
+                      "(--region door=0,0,0.5,1) or pixels (--region door=0,0,640,720px). Repeatable; one source."),
+    click.option("--smoothing", type=click.Choice([*SMOOTHERS, "off"]), default=None,
+                 help=f"State records: smooth each stream's probabilities by a window vote or an EMA, and print a "
+                      f"state when the smoothed label changes and holds (serve: {DEFAULT_SMOOTHING.method} unless off; "
+                      "classify: off unless given)."),
+    click.option("--window", type=click.IntRange(min=1), default=None,
+                 help=f"--smoothing: frames the vote (or the EMA's span) looks at [default: {DEFAULT_SMOOTHING.window}]."),
+    click.option("--hold", type=click.IntRange(min=1), default=None,
+                 help=f"--smoothing: frames a new smoothed label must last before its state record "
+                      f"[default: {DEFAULT_SMOOTHING.hold}]."),
 )
 
 output_options = stack(

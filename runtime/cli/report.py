@@ -14,9 +14,9 @@ import click
 
 from ..cli_support import exit_on_error
 from ..errors import EdgeportError, ExitCode
-from ..records import Summary, csv_header, format_record, to_record
+from ..records import Summary, csv_header, escape_controls, format_record, to_record
 from ..shutdown import SigtermStop, Terminated
-from ..stream import SourceEvent
+from ..stream import SourceEvent, StateChange
 
 __all__ = ["Echo", "print_stream"]
 
@@ -39,23 +39,28 @@ class Echo:
 
 
 def _event_text(record: dict) -> str:
+    if record["event"] == "state":
+        name = "/".join(str(record[key]) for key in ("source_id", "region") if record.get(key) is not None)
+        since = f"frame {record['since_frame']}" if record.get("since_frame") is not None else record["since"]
+        return escape_controls(f"[{name or record['source']}] state: {record['label']} ({record['score']:.2%}) since {since}"
+                               + (f", was {record['previous']}" if record.get("previous") is not None else ""))
     detail = record.get("error") or (f"after {record['down_s']} s" if "down_s" in record else "")
     return f"[{record['source_id']}] {record['event']}: {record['source']}" + (f" ({detail})" if detail else "")
 
 
 def print_stream(results: Callable[[Callable], Iterator], *, fmt: str, echo: Echo, describe: Callable[[], str],
-                 with_ids: bool = False, closers: Iterable[Callable[[], object]] = (),
+                 with_ids: bool = False, with_regions: bool = False, closers: Iterable[Callable[[], object]] = (),
                  failures: Callable[[], list[BaseException]] = list, debug: bool = False) -> NoReturn:
-    """Run ``results(gate)`` to its end, printing each record (events as JSON lines in jsonl, else on stderr);
-    then the summary with ``describe()``, and exit. ``closers`` run once the stream stops, whatever stopped it;
-    ``failures()`` gives a source's error that did not stop the others (its code is the exit code)."""
+    """Run ``results(gate)`` to its end, printing each record (events and states as JSON lines in jsonl, else on
+    stderr); then the summary with ``describe()``, and exit. ``closers`` run once the stream stops, whatever stopped
+    it; ``failures()`` gives a source's error that did not stop the others (its code is the exit code)."""
     if fmt == "csv":
-        click.echo(csv_header(with_ids=with_ids))
+        click.echo(csv_header(with_ids=with_ids, with_regions=with_regions))
     summary, stopped, failure = Summary(started=time.perf_counter()), None, None
     with SigtermStop() as sigterm, exit_on_error(debug):
         try:
             for item in results(sigterm.frames):
-                if isinstance(item, SourceEvent):
+                if isinstance(item, (SourceEvent, StateChange)):
                     record = item.record()
                     echo(json.dumps(record, ensure_ascii=True)) if fmt == "jsonl" else echo(_event_text(record), err=True)
                 else:

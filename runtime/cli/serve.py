@@ -82,5 +82,6 @@ def run_serve(model: str | None, config_path: str | None, inputs: tuple[str, ...
                     capture=box.capture, reloader=reloader, stats=box.stats)
     closers = [stream.stop, *([reloader.stop] if reloader else []), box.close]
     print_stream(stream.results, fmt=out.format, echo=echo, with_ids=True, closers=closers,
+                 with_regions=any(s.regions for s in config.sources),
                  failures=lambda: [*stream.failures, *box.failures()], debug=debug,
                  describe=lambda: f"{len(sources)} sources, {clf.format or clf.model_path.name} on {clf.backend}")

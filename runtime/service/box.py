@@ -41,6 +41,7 @@ def build_sources(configs: Sequence[SourceConfig], *, started: float, reconnect_
         else:
             sources.append(watch_source(s.id, str(s.target), since=started, idle_timeout=s.watch_timeout,
                                         max_files=s.max_files, max_fps=s.max_fps))
+        sources[-1].regions, sources[-1].smoothing = s.regions, s.states()
     return sources
 
 

@@ -40,7 +40,7 @@ __all__ = ["Capture", "CAPTURE_MARK", "RETRY_S"]
 CAPTURE_MARK = "edgeport_capture"
 #: Seconds capture pauses after a failed write before it tries again.
 RETRY_S = 60.0
-_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(_\d+)?\.jpg$")
+_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(_\d+)?(_[A-Za-z0-9_-]{1,64})?\.jpg$")  # time, frame, region
 
 
 def _regular(path: Path) -> os.stat_result | None:
@@ -141,12 +141,14 @@ class Capture:
         if picture is None:
             return None
         now = datetime.now(timezone.utc)
-        stem = now.strftime("%Y%m%dT%H%M%S.%fZ") + (f"_{frame.index}" if frame.index is not None else "")
+        stem = now.strftime("%Y%m%dT%H%M%S.%fZ") + (f"_{frame.index}" if frame.index is not None else "") + (
+            f"_{result.region}" if result.region else "")  # a region's crop: the regions of one frame never share a name
         folder = self.folder / source_id
         jpeg = folder / f"{stem}.jpg"
         buffer = io.BytesIO()
         picture.save(buffer, "JPEG", quality=self.quality)
-        sidecar = {CAPTURE_MARK: 1, "source_id": source_id, "source": clean_text(result.source), "frame": frame.index,
+        sidecar = {CAPTURE_MARK: 1, "source_id": source_id, "region": result.region, "source": clean_text(result.source),
+                   "frame": frame.index,
                    "timestamp": frame.timestamp, "time": now.isoformat(timespec="milliseconds"), "reason": reason,
                    "label": result.label, "top_k": [{"label": label, "score": round(score, 6)} for label, score in result.top],
                    "model_sha256": self.model_sha256,

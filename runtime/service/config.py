@@ -30,7 +30,7 @@ from ..frames import is_url
 from ..preprocess import DEFAULT_MAX_PIXELS
 from ..records import OUTPUT_FORMATS
 from ..redact import redact_url
-from ..stream import check_id, parse_names
+from ..stream import DEFAULT_SMOOTHING, SMOOTHERS, Region, Smoothing, check_id, parse_names
 from .config_lines import KeyLines, Where
 from .mqtt import DEFAULT_QUEUE, parse_mqtt_url
 
@@ -264,6 +264,10 @@ class SourceConfig(_Shown):
     max_fps: float | None = None
     watch_timeout: float | None = None  # watch: stop after this many seconds without a new file
     max_files: int | None = None  # watch: stop after this many files
+    regions: tuple[Region, ...] = ()  # each classified as a stream of its own (file: [{name, box | pixels}, …])
+    smoothing: str = DEFAULT_SMOOTHING.method  # "ema", "vote" or "off" (no state records)
+    window: int = DEFAULT_SMOOTHING.window  # frames the smoothing looks at
+    hold: int = DEFAULT_SMOOTHING.hold  # frames a new smoothed label must last before its state record
 
     def __post_init__(self) -> None:
         where = ("sources", str(self.id))
@@ -291,12 +295,51 @@ class SourceConfig(_Shown):
         for key in ("watch_timeout", "max_files"):
             if getattr(self, key) is not None and kind != "watch":
                 raise _Invalid(where, key, f"is for watch sources, not {kind}")
+        _set(self, regions=_regions(where, self.regions))
+        _text(where, "smoothing", self.smoothing, choices=(*SMOOTHERS, "off"))
+        _whole(where, "window", self.window, 1)
+        _whole(where, "hold", self.hold, 1)
+
+    def states(self) -> Smoothing | None:
+        """How this source's streams find their states; None with ``smoothing = "off"``."""
+        return None if self.smoothing == "off" else Smoothing(self.smoothing, self.window, self.hold)
 
     @property
     def shown(self) -> str:
         """What the source reads, as a log may show it: ``camera 0``, ``url rtsp://***@cam/1`` (no user info)."""
         target = ", ".join(self.target) if self.kind == "files" else redact_url(str(self.target))
         return f"{self.kind} {target}"
+
+
+def _regions(where: Where, value: Any) -> tuple[Region, ...]:
+    """``regions = [{ name = "door", box = [0.0, 0.0, 0.5, 1.0] }, { name = "drive", pixels = [640, 0, 1280, 720] }]``
+    (or ``Region`` items): a box is fractions of the frame (0 to 1), checked here; pixels are checked against the
+    source's first frame."""
+    if not isinstance(value, (list, tuple)):
+        raise _Invalid(where, "regions", f'must be a list of tables, e.g. [{{ name = "door", box = [0.0, 0.0, 0.5, 1.0] }}], '
+                                         f"got {_got(value)}")
+    regions: list[Region] = []
+    for i, item in enumerate(value, 1):
+        if isinstance(item, Region):
+            regions.append(item)
+            continue
+        what = f"region {i} ({_got(item.get('name'))})" if isinstance(item, dict) and "name" in item else f"region {i}"
+        if not isinstance(item, dict):
+            raise _Invalid(where, "regions", f"{what} must be a table {{ name = …, box = [x0, y0, x1, y1] }}, got {_got(item)}")
+        unknown = sorted(set(item) - {"name", "box", "pixels"})
+        boxes = [key for key in ("box", "pixels") if key in item]
+        if unknown or len(boxes) != 1 or "name" not in item:
+            raise _Invalid(where, "regions", f"{what}: a region has a name and one of box (fractions of the frame, 0 to 1) "
+                                             "or pixels ([x0, y0, x1, y1])" + (f"; unknown key {unknown[0]}" if unknown else ""))
+        try:
+            regions.append(Region(item["name"], item[boxes[0]], pixels=boxes[0] == "pixels"))
+        except UsageError as exc:
+            raise _Invalid(where, "regions", str(exc)) from None
+    names = [r.name for r in regions]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise _Invalid(where, "regions", f"region {twice!r} is given twice: each region needs its own name")
+    return tuple(regions)
 
 
 @dataclass(frozen=True)
@@ -342,7 +385,8 @@ class ServiceConfig:
         """What would run, for ``serve --check``: one line per part, without credentials."""
         def text(part: Any) -> str:
             skip = ("id", "every") if getattr(part, "kind", None) in ("watch", "files") else ("id",)
-            return ", ".join(f"{k} {v}" for k, v in _items(part) if v is not None and k not in skip)
+            shown = [(k, ", ".join(map(str, v)) if k == "regions" else v) for k, v in _items(part) if k not in skip]
+            return ", ".join(f"{k} {v}" for k, v in shown if v is not None and v != "")
 
         parts = [("model options", self.model_options), ("output", self.output),
                  *((f"source {s.id}", s) for s in self.sources), ("mqtt", self.mqtt), ("health", self.health),
@@ -506,10 +550,18 @@ def config_from_flags(model: str, inputs: Sequence[str], params: dict[str, Any])
         raise ConfigError(f"{twice[0]} is given twice: each camera, stream or folder needs one source")
     ids = parse_names(params["names"], given)
     p = params
+    if p["regions"] and len(given) > 1:
+        raise ConfigError("--region is for one source; for regions on several, give each its regions = [...] in "
+                          "--config box.toml (docs/service.md)")
+    try:
+        regions = [Region.parse(text) for text in p["regions"]]
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
+    smoothing = {key: p[key] for key in ("smoothing", "window", "hold") if p[key] is not None}
     try:
         sources = []
         for kind, target in given:
-            source_id, common = ids[(kind, target)], {"max_fps": p["max_fps"]}
+            source_id, common = ids[(kind, target)], {"max_fps": p["max_fps"], "regions": regions, **smoothing}
             if kind == "watch":
                 common.update(watch_timeout=p["watch_timeout"], max_files=p["max_files"])
             elif kind != "files":
@@ -529,6 +581,8 @@ def config_from_flags(model: str, inputs: Sequence[str], params: dict[str, Any])
         if exc.key is None:
             raise ConfigError(exc.problem) from None
         table = exc.where[0] if exc.where else ""
+        if exc.key == "regions":
+            raise ConfigError(f"--region: {exc.problem}") from None
         flag = _FLAGS.get((table, exc.key)) or "--" + "-".join(
             ([table] if table in ("mqtt", "health", "capture") else []) + [exc.key]).replace("_", "-")
         raise ConfigError(f"{flag}: {exc.problem}") from None

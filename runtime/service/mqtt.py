@@ -1,4 +1,5 @@
-"""MQTT out: each record as JSON on ``<prefix>/<source id>``, a retained ``<prefix>/status`` (online/offline, the
+"""MQTT out: each record as JSON on ``<prefix>/<source id>`` (``…/<region>`` for a region's), each state record
+retained on ``<prefix>/<source id>[/<region>]/state``, a retained ``<prefix>/status`` (online/offline, the
 last will covering a crash), and a bounded queue while the broker is away (needs the ``[mqtt]`` extra, paho-mqtt).
 
 Order and bounds: records wait in one in-memory queue of at most ``queue_max`` (the oldest dropped and counted
@@ -91,7 +92,7 @@ class MqttSink:
         if ca_file is not None and not self.target.tls:
             raise UsageError("--mqtt-ca is for TLS: use an mqtts:// URL")
         self.status_topic, self.dropped_topic = f"{self.target.prefix}/status", f"{self.target.prefix}/dropped"
-        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queue: deque[tuple[str, bytes, bool]] = deque()  # topic, payload, retained
         self.queue_max, self.dropped, self.published = queue_max, 0, 0
         self._unreported = 0  # dropped records not yet announced on <prefix>/dropped
         self._inflight: set[int] = set()
@@ -167,15 +168,19 @@ class MqttSink:
             self._cond.notify_all()
 
     def __call__(self, record: dict) -> None:
-        """Queue one record for ``<prefix>/<source id>`` (records without one go to ``<prefix>/events``)."""
-        topic = f"{self.target.prefix}/{record.get('source_id') or 'events'}"
+        """Queue one record for ``<prefix>/<source id>`` (records without one go to ``<prefix>/events``), a region's
+        for ``<prefix>/<source id>/<region>``; a state record for ``…/state``, retained, so that a subscriber that
+        comes later (Home Assistant after a restart) still reads the state in force."""
+        topic = "/".join([self.target.prefix, record.get("source_id") or "events",
+                          *([record["region"]] if record.get("region") else []),
+                          *(["state"] if record.get("event") == "state" else [])])
         payload = json.dumps(record, ensure_ascii=True, allow_nan=False).encode()
         with self._cond:
             if len(self._queue) >= self.queue_max:
                 self._queue.popleft()
                 self.dropped += 1
                 self._unreported += 1
-            self._queue.append((topic, payload))
+            self._queue.append((topic, payload, record.get("event") == "state"))
             self._cond.notify_all()
 
     @property
@@ -194,15 +199,15 @@ class MqttSink:
                 if self._closing and (not self._connected or not self._queue):
                     return
                 if self._unreported and not self._inflight:
-                    topic, payload = self.dropped_topic, json.dumps(
+                    topic, payload, retain = self.dropped_topic, json.dumps(
                         {"event": "records_dropped", "dropped": self._unreported, "total_dropped": self.dropped,
-                         "queue_max": self.queue_max, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode()
+                         "queue_max": self.queue_max, "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}).encode(), False
                     self._unreported = 0
                 else:
-                    topic, payload = self._queue.popleft()
+                    topic, payload, retain = self._queue.popleft()
                 self._publishing = True
             # Outside our lock: paho calls on_publish holding its own lock, so holding ours here could deadlock.
-            info = self.client.publish(topic, payload, qos=self.qos)
+            info = self.client.publish(topic, payload, qos=self.qos, retain=retain)
             with self._cond:
                 self._publishing = False
                 if self.qos and info.rc == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 from ..classifier import Classifier, Prepared
@@ -19,7 +20,9 @@ from ..preprocess import ImageInput, describe_source
 from ..records import StreamResult, to_record
 from ..reload import HotReloader
 from .hub import Hub
+from .regions import Region, RegionCropper
 from .sources import Source, SourceEvent
+from .states import Smoothing, StateChange, States
 from .stats import Stats
 
 __all__ = ["Stream", "classify_stream", "record_of", "Sink", "Capturer", "AUTO_BATCH_MAX", "PREFETCH_BATCHES"]
@@ -39,13 +42,14 @@ class Capturer(Protocol):
     def consider(self, frame: Frame, result: StreamResult) -> object: ...
 
 
-def record_of(item: StreamResult | SourceEvent) -> dict:
-    return item.record() if isinstance(item, SourceEvent) else to_record(item)
+def record_of(item: StreamResult | SourceEvent | StateChange) -> dict:
+    return to_record(item) if isinstance(item, StreamResult) else item.record()
 
 
 class Stream:
     """Several sources (or one) through one classifier. Iterate it for ``StreamResult`` and ``SourceEvent`` items
-    in arrival order, each source's frames in their own order.
+    in arrival order, each source's frames in their own order; a source with ``regions`` gives one result per region
+    of each frame, and one with ``smoothing`` a ``StateChange`` after the result that changed a stream's state.
 
     ``batch``: frames per inference call at most, or ``"auto"`` (one per source); a call takes what is ready
     and never waits to fill a batch. ``sinks`` get every record as it is produced; ``capture`` sees every frame's
@@ -61,6 +65,7 @@ class Stream:
         self.batch = min(len(self.sources), AUTO_BATCH_MAX) if batch == "auto" else int(batch)
         self.sinks, self.capture, self.reloader = list(sinks), capture, reloader
         self.hub, self.stats = Hub(), stats or Stats()
+        self.states = States({s.id: s.smoothing for s in self.sources if s.smoothing is not None})
         self.failures: list[BaseException] = []  # a source that raised something other than an outage
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -87,10 +92,13 @@ class Stream:
 
     def _read(self, source: Source) -> None:
         """A source's thread: read, decode and preprocess into its queue (a camera's read waits here, not in inference)."""
+        crop = RegionCropper(source.id, source.regions, self.clf.limits) if source.regions else None
         try:
             for item in source.frames(self._stop):
                 if isinstance(item, SourceEvent):
                     ok = self.hub.put(source.id, item, is_frame=False)
+                elif crop is not None:  # the regions of one frame: one queue item, so a live source drops none alone
+                    ok = self.hub.put(source.id, [self.clf.prepare(f) for f in crop(item)])
                 else:
                     ok = self.hub.put(source.id, self.clf.prepare(item))
                 if not ok:
@@ -106,11 +114,11 @@ class Stream:
         """What is ready in the queues, batch by batch, until every source ended (or ``stop()``)."""
         while (taken := self.hub.take(self.batch)) is not None:
             if taken:
-                yield taken
+                yield [one for item in taken for one in (item if isinstance(item, list) else [item])]
 
-    def classify(self, items: list[Prepared | SourceEvent]) -> list[StreamResult | SourceEvent]:
+    def classify(self, items: list[Prepared | SourceEvent]) -> list[StreamResult | SourceEvent | StateChange]:
         """One inference call for the frames in ``items`` (events pass through in place); capture, stats and
-        sinks see each result before it is returned."""
+        sinks see each result before it is returned, and a state it changed follows it."""
         if self.reloader is not None:
             swapped = self.reloader.take()  # a checked new bundle is swapped in here, between two batches
             if swapped is not None:
@@ -120,28 +128,36 @@ class Stream:
         results = iter(self.clf.classify_prepared(frames, self.top_k, self.threshold) if frames else [])
         if frames:
             self.stats.inference(time.perf_counter() - t0, len(frames))
-        out: list[StreamResult | SourceEvent] = []
+        out: list[StreamResult | SourceEvent | StateChange] = []
         for item in items:
+            first = len(out)
             if isinstance(item, SourceEvent):
                 self.stats.event(item.source_id, item.event)
                 out.append(item)
             else:
                 result = next(results)
-                self.stats.frame(item.frame.source_id or self.sources[0].id, result.ok)
+                if item.frame.region is not None:
+                    result = replace(result, region=item.frame.region)
+                source_id = item.frame.source_id or self.sources[0].id
+                self.stats.frame(source_id, result.ok)
                 if self.capture is not None:
                     self.capture.consider(item.frame, result)
                 out.append(result)
+                change = self.states.see(source_id, result)
+                if change is not None:
+                    out.append(change)
             if self.sinks:  # a record is built once per item, and only when someone takes it
-                record = record_of(out[-1])
-                for sink in self.sinks:
-                    sink(record)
+                for produced in out[first:]:
+                    record = record_of(produced)
+                    for sink in self.sinks:
+                        sink(record)
         for source_id, drops in self.hub.drops.items():
             self.stats.sources[source_id].drops = drops
             self.stats.sources[source_id].queue_depth = self.hub.depth(source_id)
         return out
 
     def results(self, gate: Callable[[Iterator[list]], Iterable[list]] = lambda batches: batches,
-                ) -> Iterator[StreamResult | SourceEvent]:
+                ) -> Iterator[StreamResult | SourceEvent | StateChange]:
         """Every result and event until the sources end; closing the generator stops the stream.
         ``gate`` wraps the wait for each batch (``shutdown.SigtermStop.frames``: SIGTERM stops a wait at once)."""
         if not self._threads:
@@ -152,7 +168,7 @@ class Stream:
         finally:
             self.stop()
 
-    def __iter__(self) -> Iterator[StreamResult | SourceEvent]:
+    def __iter__(self) -> Iterator[StreamResult | SourceEvent | StateChange]:
         return self.results()
 
 
@@ -163,15 +179,19 @@ def _as_frames(frames: Iterable[Frame | ImageInput], color: str | None) -> Itera
 def classify_stream(clf: Classifier, frames: Iterable[Frame | ImageInput], *, top_k: int = 5,
                     threshold: float | None = None, color: str | None = None, batch: int = 1, sinks: Iterable[Sink] = (),
                     capture: Capturer | None = None, reloader: HotReloader | None = None,
-                    gate: Callable[[Iterator[list]], Iterable[list]] = lambda batches: batches) -> Iterator[StreamResult]:
+                    gate: Callable[[Iterator[list]], Iterable[list]] = lambda batches: batches,
+                    regions: Sequence[Region] = (), smoothing: Smoothing | None = None,
+                    ) -> Iterator[StreamResult | StateChange]:
     """One ``StreamResult`` per frame of one source, in order, as frames arrive; a frame that cannot be decoded
     gives an error result and the stream goes on. ``frames`` are ``Frame`` items or plain images (``color``
     applies to ndarrays); ``threshold``: below this best score the label is ``"unknown"``; ``batch`` > 1 runs up
     to that many frames per inference call. The frames are decoded one batch ahead in a thread of their own.
-    An error of the source itself (a watched folder removed) is raised here, after every result before it."""
+    ``regions``: one result per region of each frame; ``smoothing``: a ``StateChange`` follows the result that
+    changed a stream's state. An error of the source itself (a watched folder removed, a pixel region outside the
+    first frame) is raised here, after every result before it."""
     items = _as_frames(frames, color)
     # One anonymous source: its records carry no source_id, as edge-predict classify prints them.
-    source = Source("frames", "frames", lambda: items, tag=False)
+    source = Source("frames", "frames", lambda: items, tag=False, regions=tuple(regions), smoothing=smoothing)
     stream = Stream(clf, [source], top_k=top_k, threshold=threshold, batch=batch, sinks=sinks, capture=capture,
                     reloader=reloader)
     for item in stream.results(gate):

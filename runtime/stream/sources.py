@@ -19,6 +19,8 @@ from ..errors import FrameSourceError, UsageError
 from ..frames import Frame, camera_frames, file_frames, is_url, paced, url_frames, video_frames, watch_frames
 from ..inputs import expand_inputs
 from ..redact import redact_url
+from .regions import Region
+from .states import Smoothing
 
 __all__ = ["Backoff", "Source", "SourceEvent", "camera_source", "video_source", "url_source", "watch_source", "file_source",
            "frames_source", "parse_names", "RESERVED_IDS"]
@@ -65,7 +67,8 @@ class SourceEvent:
 
 @dataclass
 class Source:
-    """One source: ``open()`` gives its frames; ``live`` sources drop stale frames and reconnect."""
+    """One source: ``open()`` gives its frames; ``live`` sources drop stale frames and reconnect. ``regions``: each
+    frame is classified once per region, as streams of their own; ``smoothing``: its streams' states (None: none)."""
 
     id: str
     name: str
@@ -73,6 +76,8 @@ class Source:
     live: bool = False
     backoff: Backoff | None = None
     tag: bool = True  # False: frames keep their own source_id (the single anonymous source of ``classify_stream``)
+    regions: tuple[Region, ...] = ()
+    smoothing: Smoothing | None = None
 
     def frames(self, stop: threading.Event) -> Iterator[Frame | SourceEvent]:
         """Frames tagged with this source's id; for a live source with a ``backoff``, reconnecting until ``stop``."""

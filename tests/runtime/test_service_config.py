@@ -23,6 +23,7 @@ from edgeport.runtime.service.config import (
     load_config,
 )
 from edgeport.runtime.service.config_lines import KeyLines
+from edgeport.runtime.stream import Region
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "box.example.toml"
 DOOR_URL = "rtsp://viewer:door-secret@10.0.0.7:554/stream1"
@@ -71,7 +72,9 @@ def test_the_example_loads_into_the_expected_dataclasses(tmp_path, env):
     assert config.capture == CaptureConfig("/var/lib/edgeport/captures", 0.6, 0.15, 6.0, 500.0)
     assert config.reconnect == ReconnectConfig(30.0) and config.reconnect_max == 30.0
     assert config.sources == (
-        SourceConfig("door", "url", DOOR_URL, max_fps=5.0),
+        SourceConfig("door", "url", DOOR_URL, max_fps=5.0, regions=(
+            Region("garage", (0.0, 0.0, 0.5, 1.0)), Region("drive", (640, 0, 1280, 720), pixels=True)),
+            smoothing="ema", window=3, hold=3),
         SourceConfig("yard", "url", YARD_URL, every=2, max_fps=5.0),
         SourceConfig("bench", "camera", 0, max_fps=2.0),
         SourceConfig("inbox", "watch", "/srv/inbox"),
@@ -120,7 +123,7 @@ BAD = [  # (what, file text, the line's text, what the message names)
     ("unknown key in a source", MINIMAL + "evry = 2\n", "evry", "[sources.door] evry: unknown key"),
     ("unknown top-level table", MINIMAL + "[mqqt]\nurl = 'mqtt://b/p'\n", "[mqqt]", "[mqqt]: unknown table"),
     ("unknown top-level key", 'modle = "m"\n' + MINIMAL, "modle", "modle: unknown key"),
-    ("unknown nested table", MINIMAL + "[sources.door.regions]\nx = 1\n", "regions", "[sources.door.regions]: unknown table"),
+    ("unknown nested table", MINIMAL + "[sources.door.zones]\nx = 1\n", "zones", "[sources.door.zones]: unknown table"),
     ("bool is not an int", MINIMAL + "every = true\n", "every", "[sources.door] every: must be a whole number ≥ 1, got true"),
     ("text is not a number", 'threads = "2"\n' + MINIMAL, "threads", 'threads: must be a whole number ≥ 1, got "2"'),
     ("float is not an int", MINIMAL + "every = 2.5\n", "every", "every: must be a whole number ≥ 1, got 2.5"),
@@ -249,7 +252,8 @@ def flags(**given) -> dict:
               "capture_dir": None, "capture_below": 0.5, "capture_margin": None, "capture_rate": 6.0, "capture_max_mb": 500.0,
               "top_k": 5, "threshold": None, "fmt": "table", "batch": "auto", "backend": "auto", "model_format": None,
               "threads": None, "exact_preprocess": False, "max_pixels": 40_000_000, "verify_key": None, "hot_reload": False,
-              "reload_interval": 1.0, "no_unknown": False, "unknown_below": None, "debug": False}
+              "reload_interval": 1.0, "no_unknown": False, "unknown_below": None, "debug": False, "regions": (),
+              "smoothing": None, "window": None, "hold": None}
     return {**params, **given}
 
 
