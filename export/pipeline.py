@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 from edgeport.runtime.backends import FEATURES_OUTPUT
 from edgeport.runtime.classifier import Classifier
+from edgeport.runtime.confidence import MahalanobisStats
 from edgeport.runtime.errors import UsageError, exit_code_for
 from edgeport.runtime.machine import cpu_info, library_versions
 from edgeport.runtime.manifest import (
@@ -230,16 +231,18 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
 
 
 def _write_ood_stats(staging: Path, src: Any, log: Callable[[str], None]) -> None:
-    """The checkpoint's Mahalanobis statistics as the bundle's ``ood_stats.npy``, when its "unknown" score reads them."""
+    """The checkpoint's Mahalanobis class centres as the bundle's ``ood_stats.npy``, when its "unknown" score reads
+    them (the whitening is in the graph: ``LoadedModel.export_module``)."""
     if not src.exports_features:
         return
     if src.ood_stats is None:
         raise UsageError(f"{src.spec}: its contract's unknown score ({src.contract.ood.score}) needs statistics the "
                          "checkpoint does not hold; re-run edge-train (or edge-train --unknown-score energy)")
-    np.save(staging / OOD_STATS_NAME, np.ascontiguousarray(src.ood_stats, np.float32), allow_pickle=False)
+    stats = MahalanobisStats.from_array(np.ascontiguousarray(src.ood_stats, np.float32), src.contract.num_classes)
+    np.save(staging / OOD_STATS_NAME, stats.whitened().to_array(), allow_pickle=False)
     rule = src.contract.ood
     log(f"unknown: {rule.score} score, threshold {rule.threshold:.4g}; {OOD_STATS_NAME} "
-        f"({(staging / OOD_STATS_NAME).stat().st_size / 1e6:.1f} MB), features as a second output of every format")
+        f"({(staging / OOD_STATS_NAME).stat().st_size / 1e3:.0f} kB), whitened features as a second output of every format")
 
 
 def _accuracy_target(fp32_onnx: Path, eval_set, max_drop: float | None) -> AccuracyTarget | None:

@@ -38,40 +38,57 @@ def scaled_softmax(logits: np.ndarray, temperature: float | None) -> np.ndarray:
 @dataclass(frozen=True)
 class MahalanobisStats:
     """Class means and a whitening matrix ``W`` with ``W.T @ W`` = the inverse shared covariance, stored whitened:
-    ``distance_c(f) = ||W f - W mu_c||^2``, one matrix-vector product per frame."""
+    ``distance_c(f) = ||W f - W mu_c||^2``.
 
-    whitener: np.ndarray  # (D, D) float32
+    An exported model applies ``W`` in its own graph (its ``features`` output is ``W f``: one MatMul in the inference
+    engine's kernels, where numpy's BLAS threads would fight the engine's for a 2-core device's cores), so a bundle
+    stores the centres alone and ``whitener`` is None here; the trainer keeps both."""
+
+    whitener: np.ndarray | None  # (D, D) float32, or None: the features arrive whitened
     centres: np.ndarray  # (C, D) float32: W @ mu_c
 
     def __post_init__(self) -> None:
         w, c = self.whitener, self.centres
-        if w.ndim != 2 or w.shape[0] != w.shape[1] or c.ndim != 2 or c.shape[1] != w.shape[0]:
-            raise ValueError(f"Mahalanobis stats: whitener {w.shape} must be (D, D) and centres {c.shape} (C, D)")
-        if not (np.isfinite(w).all() and np.isfinite(c).all()):
+        if c.ndim != 2 or (w is not None and (w.ndim != 2 or w.shape[0] != w.shape[1] or c.shape[1] != w.shape[0])):
+            raise ValueError(f"Mahalanobis stats: whitener {None if w is None else w.shape} must be (D, D) and "
+                             f"centres {c.shape} (C, D)")
+        if not (np.isfinite(c).all() and (w is None or np.isfinite(w).all())):
             raise ValueError("Mahalanobis stats hold NaN or inf")
 
     @property
     def dim(self) -> int:
-        return int(self.whitener.shape[0])
+        return int(self.centres.shape[1])
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """(N, D) pooled features → (N,) negative squared distance to the nearest class centre."""
-        z = features.astype(np.float32, copy=False) @ self.whitener.T
+        """(N, D) pooled features (already whitened when ``whitener`` is None) → (N,) negative squared distance to
+        the nearest class centre."""
+        z = features.astype(np.float32, copy=False)
+        if self.whitener is not None:
+            z = z @ self.whitener.T
         # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2, for all classes in one product
         d = (z * z).sum(1, keepdims=True) - 2.0 * z @ self.centres.T + (self.centres * self.centres).sum(1)
         return -d.min(axis=1)
 
     def to_array(self) -> np.ndarray:
-        """One (D + C, D) float32 array, whitener rows first: what the bundle stores (``np.save`` writes the same bytes
-        for the same numbers, so a bundle stays reproducible)."""
-        return np.concatenate([self.whitener, self.centres]).astype(np.float32)
+        """One float32 array: (D + C, D), whitener rows first (the checkpoint), or (C, D) without a whitener (the
+        bundle). ``np.save`` writes the same bytes for the same numbers, so a bundle stays reproducible."""
+        parts = [self.centres] if self.whitener is None else [self.whitener, self.centres]
+        return np.concatenate(parts).astype(np.float32)
 
     @classmethod
     def from_array(cls, array: np.ndarray, num_classes: int) -> MahalanobisStats:
-        if array.ndim != 2 or array.shape[0] != array.shape[1] + num_classes or array.dtype != np.float32:
-            raise ValueError(f"expected a float32 array of shape (D + {num_classes}, D), got {array.dtype} {array.shape}")
+        """Either form of ``to_array``: (C, D) centres of whitened features, or (D + C, D) whitener and centres."""
+        if array.ndim != 2 or array.dtype != np.float32 or array.shape[0] not in (num_classes, array.shape[1] + num_classes):
+            raise ValueError(f"expected a float32 array of shape ({num_classes}, D) or (D + {num_classes}, D), "
+                             f"got {array.dtype} {array.shape}")
+        if array.shape[0] == num_classes:
+            return cls(None, array)
         dim = array.shape[1]
         return cls(array[:dim], array[dim:])
+
+    def whitened(self) -> MahalanobisStats:
+        """The same statistics for features that arrive whitened (what a bundle stores)."""
+        return MahalanobisStats(None, self.centres)
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: np.ndarray, num_classes: int, shrinkage: float | None = None) -> MahalanobisStats:

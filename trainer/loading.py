@@ -48,10 +48,17 @@ class LoadedModel:
         return self.contract.ood is not None and self.contract.ood.score in FEATURE_SCORES
 
     def export_module(self) -> nn.Module:
-        """What export traces: the model, with the features as a second output when ``exports_features``."""
+        """What export traces: the model, with the features (whitened by the checkpoint's Mahalanobis statistics) as
+        a second output when ``exports_features``."""
+        import torch
+
         from .models import LogitsAndFeatures
 
-        return LogitsAndFeatures(self.model).eval() if self.exports_features else self.model
+        if not self.exports_features:
+            return self.model
+        dim = self.ood_stats.shape[1] if self.ood_stats is not None else None
+        whitener = torch.from_numpy(self.ood_stats[:dim].copy()) if dim and self.ood_stats.shape[0] > dim else None
+        return LogitsAndFeatures(self.model, whitener).eval()
 
     def eval_transform(self) -> Callable[[Any], Any]:
         """The torchvision eval transform of the contract: the original preprocessing."""

@@ -130,15 +130,21 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 class LogitsAndFeatures(nn.Module):
     """``model`` with a second output, the pooled features its head reads (what a Mahalanobis "unknown" score
-    measures), for export."""
+    measures), for export; times ``whitener`` (D, D) when given, so the device gets them whitened from the graph
+    (``runtime.confidence.MahalanobisStats``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, whitener: torch.Tensor | None = None):
         super().__init__()
         self.body, self.head = split_head(model)
+        self.whiten = None
+        if whitener is not None:
+            self.whiten = nn.Linear(whitener.shape[1], whitener.shape[0], bias=False)
+            self.whiten.weight.data.copy_(whitener)
+            self.whiten.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.body(x)
-        return self.head(features), features
+        return self.head(features), features if self.whiten is None else self.whiten(features)
 
 
 def build_for_checkpoint(arch: str, num_classes: int, state_dict: dict[str, torch.Tensor],

@@ -34,6 +34,7 @@ def test_the_checkpoint_carries_the_fitted_calibration(finetuned_run):
 def test_every_format_has_features_the_rule_and_the_stats(finetuned_bundle):
     manifest = json.loads((finetuned_bundle / "manifest.json").read_text())
     assert OOD_STATS_NAME in manifest["files"]
+    assert np.load(finetuned_bundle / OOD_STATS_NAME).shape == (2, 1280)  # the class centres; the whitening is in the graph
     outputs = [o.name for o in onnx.load(finetuned_bundle / "model.onnx").graph.output]
     assert outputs == ["logits", "features"]
     contracts = set()
@@ -60,3 +61,24 @@ def test_photos_of_another_domain_score_as_unknown(finetuned_bundle, hymenoptera
         assert separation > 0.9, (fmt, separation)
         assert np.mean([p.unknown for p in own]) < 0.2, fmt
         assert np.mean([p.unknown for p in other]) > 0.6, fmt
+
+
+def test_self_test_fails_when_a_format_lost_its_calibration(finetuned_bundle, tmp_path):
+    """A kit that recorded another temperature than the served model carries (files mixed from two exports, the
+    manifest re-hashed to match): the self-test names it."""
+    import shutil
+
+    from edgeport.runtime.manifest import file_entries, write_json
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(finetuned_bundle, bundle)
+    kit_path = bundle / "conformance" / "kit.json"
+    kit = json.loads(kit_path.read_text())
+    kit["formats"]["onnx"]["calibration"]["temperature"] += 0.5
+    kit_path.write_text(json.dumps(kit))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"] = file_entries(bundle)
+    write_json(bundle / "manifest.json", manifest)
+    report = self_test_bundle(bundle, formats=["onnx", "onnx-int8"])
+    failed = {r.format: r.failures for r in report.results}
+    assert any("differ from the kit's" in f for f in failed["onnx"]) and not failed["onnx-int8"]

@@ -77,6 +77,10 @@ def test_mahalanobis_distance_is_the_one_of_the_shared_covariance():
     assert np.array_equal(again.score(probe), stats.score(probe))
     with pytest.raises(ValueError, match="shape"):
         MahalanobisStats.from_array(stats.to_array()[:-1], 2)
+    # What a bundle holds: the centres alone, for features the graph already whitened
+    bundled = MahalanobisStats.from_array(stats.whitened().to_array(), 2)
+    assert bundled.whitener is None and bundled.to_array().shape == (2, 3)
+    assert np.allclose(bundled.score(probe.astype(np.float32) @ stats.whitener.T), stats.score(probe), rtol=1e-5)
 
 
 # --- the contract ---------------------------------------------------------------------------------------------------
