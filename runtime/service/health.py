@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from ..errors import MissingDependencyError, UsageError
 from ..stream.stats import LATENCY_BUCKETS_S, Stats
 
-__all__ = ["HealthServer", "metrics_registry", "MAX_CONNECTIONS", "SOCKET_TIMEOUT_S"]
+__all__ = ["HealthServer", "BoundedServer", "metrics_registry", "MAX_CONNECTIONS", "SOCKET_TIMEOUT_S"]
 
 #: Connections served at once; a scraper and a load balancer's probe need a few.
 MAX_CONNECTIONS = 16
@@ -28,7 +28,7 @@ MAX_CONNECTIONS = 16
 SOCKET_TIMEOUT_S = 5.0
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class BoundedServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on live connections and no traceback per broken client."""
 
     daemon_threads = True
@@ -154,7 +154,7 @@ class HealthServer:
                     self.wfile.write(data)
 
         try:
-            self.server = _BoundedServer((host, port), Handler)
+            self.server = BoundedServer((host, port), Handler)
         except OSError as exc:
             raise UsageError(f"--health-port {port}: cannot listen on {host}:{port} ({exc.strerror}); pick a free port") from exc
         self.port = self.server.server_address[1]

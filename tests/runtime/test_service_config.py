@@ -246,7 +246,8 @@ def flags(**given) -> dict:
               "capture_dir": None, "capture_below": 0.5, "capture_margin": None, "capture_rate": 6.0, "capture_max_mb": 500.0,
               "top_k": 5, "threshold": None, "fmt": "table", "batch": "auto", "backend": "auto", "model_format": None,
               "threads": None, "exact_preprocess": False, "max_pixels": 40_000_000, "verify_key": None, "hot_reload": False,
-              "reload_interval": 1.0, "debug": False}
+              "reload_interval": 1.0, "debug": False, "ui_port": None, "ui_host": "127.0.0.1", "ui_dataset": None,
+              "ha_discovery": False}
     return {**params, **given}
 
 
