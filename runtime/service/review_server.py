@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import hmac
 import json
-import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import UsageError
 from .config import UiConfig
-from .health import SOCKET_TIMEOUT_S, BoundedServer
+from .health import SOCKET_TIMEOUT_S, ThreadedServer
 from .live import LiveView
 from .review import Refused, ReviewStore
 from .review_page import APP_CSS, APP_JS, render_page
@@ -42,27 +40,12 @@ _SECURITY = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"
                                          "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"))
 
 
-class ReviewServer:
+class ReviewServer(ThreadedServer):
     """The page's HTTP server in a daemon thread over a ``ReviewStore`` and a ``LiveView``."""
 
     def __init__(self, config: UiConfig, store: ReviewStore, live: LiveView):
         self.config, self.store, self.live = config, store, live
-        handler = _handler(self)
-        try:
-            self.server = BoundedServer((config.host, config.port), handler)
-        except OSError as exc:
-            raise UsageError(f"--ui-port {config.port}: cannot listen on {config.host}:{config.port} ({exc.strerror}); "
-                             "pick a free port") from exc
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="edgeport-review", daemon=True)
-
-    def start(self) -> ReviewServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("--ui-port", config.host, config.port, _handler(self), "edgeport-review")
 
     def status(self) -> dict[str, Any]:
         return {"cameras": self.live.snapshot(), "classes": list(self.store.classes), "counts": self.store.counts(),
