@@ -32,7 +32,9 @@ __all__ = ["Discovery", "discovery_configs", "default_node", "SENSORS"]
 #: The sensors of each source: kind → (name, topic under <prefix>/<source>, value template, extra keys).
 SENSORS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "state": ("state", "/state", "{{ value_json.label }}", {"icon": "mdi:state-machine"}),
-    "label": ("label", "", "{{ value_json.label if value_json.ok else 'error' }}", {"icon": "mdi:tag"}),
+    # the records' topic also carries the source's events (source_lost …): those show as the event's name
+    "label": ("label", "", "{{ value_json.label if value_json.label is defined else (value_json.event | default('error')) }}",
+              {"icon": "mdi:tag"}),
     "fps": ("FPS", "/stats", "{{ value_json.fps }}", {"unit_of_measurement": "fps", "state_class": "measurement",
                                                      "icon": "mdi:speedometer"}),
 }

@@ -99,7 +99,9 @@ class LiveView:
                 latest = self._sources.get(source_id) or _Latest()
                 record = latest.record or {}
                 event = latest.last_event
-                view = {"label": record.get("label"), "score": record.get("score"), "state": record.get("state"),
+                top = record.get("top_k") or [{}]
+                view = {"label": record.get("label"), "score": record.get("score", top[0].get("score")),
+                        "state": record.get("state"),
                         "frame": record.get("frame"), "has_frame": latest.frame is not None, "fps": round(fps, 2),
                         "last_error": latest.last_error, "last_event": event.get("event") if event else None,
                         "last_event_time": event.get("time") if event else None}

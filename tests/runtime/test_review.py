@@ -101,7 +101,8 @@ def test_labels_go_atomically_to_the_class_folder_and_the_csv_and_the_capture_le
     status, data, _ = _ask(server.port, "GET", "/api/status")
     state = json.loads(data)
     assert status == 200 and state["classes"] == ["red", "green", "blue"] and len(state["captures"]) == 6
-    assert state["cameras"]["door"]["has_frame"] and state["cameras"]["door"]["label"] in ("red", "green", "blue")
+    door = state["cameras"]["door"]
+    assert door["has_frame"] and door["label"] in ("red", "green", "blue") and 0 < door["score"] <= 1
     first, second, third, fourth = state["captures"][:4]
     assert [t["label"] for t in first["top_k"]] and len(first["top_k"]) == 3
     status, jpeg, headers = _ask(server.port, "GET", f"/capture/door/{first['name']}")

@@ -40,7 +40,7 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000",
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1250",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run"):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -127,6 +127,8 @@ def test_label_three_frames_by_clicking_in_chromium(finetuned_bundle, hymenopter
         labelled = list(expected.values())
         assert shown["ants"] == labelled.count("ants") and shown["bees"] == labelled.count("bees")
         assert driver.find_element("css selector", "#waiting").text == "6 to label"
+        assert driver.find_element("css selector", '.cam[data-source="door"] dd[data-k="score"]').text != "–"
+        driver.execute_script("window.scrollTo(0, 0)")
         shot = tmp_path / "review-page.png"
         assert driver.save_screenshot(str(shot))
         with Image.open(shot) as image:
