@@ -13,12 +13,14 @@ from edgeport.runtime.errors import ConfigError, ExitCode, UsageError, exit_code
 from edgeport.runtime.service.config import (
     CaptureConfig,
     HealthConfig,
+    HomeAssistantConfig,
     ModelOptions,
     MqttConfig,
     OutputConfig,
     ReconnectConfig,
     ServiceConfig,
     SourceConfig,
+    UiConfig,
     config_from_flags,
     load_config,
 )
@@ -70,6 +72,8 @@ def test_the_example_loads_into_the_expected_dataclasses(tmp_path, env):
     assert config.health == HealthConfig(9108, "0.0.0.0", 30.0)
     assert config.capture == CaptureConfig("/var/lib/edgeport/captures", 0.6, 0.15, 6.0, 500.0)
     assert config.reconnect == ReconnectConfig(30.0) and config.reconnect_max == 30.0
+    assert config.ui == UiConfig(8090, "/var/lib/edgeport/reviewed") and config.ui.token is None
+    assert config.homeassistant == HomeAssistantConfig("homeassistant", "gatehouse", 5.0)
     assert config.sources == (
         SourceConfig("door", "url", DOOR_URL, max_fps=5.0),
         SourceConfig("yard", "url", YARD_URL, every=2, max_fps=5.0),
