@@ -122,8 +122,9 @@ def test_label_three_frames_by_clicking_in_chromium(finetuned_bundle, hymenopter
         assert rows == {f"{label}/door_{name}": label for name, label in expected.items()}
         for name in expected:
             assert not (tmp_path / "captures" / "door" / name).exists()
-        shown = {li.get_attribute("data-class"): int(li.find_element("css selector", "b").text)
-                 for li in driver.find_elements("css selector", "#counts li")}
+        # read in one script: the page rebuilds the counts every 2 s, so elements found one by one can go stale
+        shown = dict(driver.execute_script("return Array.from(document.querySelectorAll('#counts li'))"
+                                           ".map(li => [li.dataset.class, Number(li.querySelector('b').textContent)])"))
         labelled = list(expected.values())
         assert shown["ants"] == labelled.count("ants") and shown["bees"] == labelled.count("bees")
         assert driver.find_element("css selector", "#waiting").text == "6 to label"
