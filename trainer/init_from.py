@@ -13,7 +13,6 @@ probe fits the head again on the body's features (closed form), as in any run.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from edgeport.runtime.errors import DataError, UsageError
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .data import DataSplit, Sample, _class_dirs, _collect
+from .data import DataSplit, Sample, _class_dirs, _collect, _stratified_split
 
 __all__ = ["add_new_frames", "load_init_weights", "parts_accuracy", "describe_parts"]
 
@@ -38,16 +37,8 @@ def add_new_frames(split: DataSplit, new_dir: str | Path, valid_pct: float, seed
         raise DataError(f"--new-frames {new_dir} has classes {unknown} that the data and the model do not have "
                         f"({', '.join(split.classes)}); a new class needs a fresh run without --init-from")
     skipped: list[dict[str, str]] = []
-    rng = random.Random(seed)
-    train: list[Sample] = []
-    val: list[Sample] = []
-    for folder in folders:
-        files = sorted(_collect(folder, skipped, scan))
-        rng.shuffle(files)
-        n_val = round(len(files) * valid_pct) if len(files) > 1 else 0
-        label = split.classes.index(folder.name)
-        val += [(p, label) for p in sorted(files[:n_val])]
-        train += [(p, label) for p in sorted(files[n_val:])]
+    groups = {c: [] for c in split.classes} | {d.name: _collect(d, skipped, scan) for d in folders}
+    train, val = _stratified_split(groups, split.classes, valid_pct, seed)  # the folder split's rule, per class
     if not train and not val:
         raise DataError(f"--new-frames {new_dir} has no images in its class folders; label some frames first")
     return DataSplit(split.root, split.classes, split.train + train, split.val + val, split.skipped + skipped)
