@@ -11,6 +11,9 @@ PACKAGES=(
   "mosquitto: mosquitto mosquitto_passwd"
   # tests/runtime/test_hostile_inputs.py: the no-telemetry probe traces every connect() of edge-predict.
   "strace: strace"
+  # tests/runtime/test_review_browser.py: Selenium drives the system's browser through its driver (no browser download).
+  "chromium: chromium"
+  "chromium-driver: chromedriver"
 )
 
 have() {  # on PATH, or in an sbin folder that a non-root PATH may leave out

@@ -114,6 +114,13 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="Augmentation preset: none (eval crop), light (random crop + flip), strong (+ rotation, colour jitter).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/train",
               help="Run folder: best.pt, last.pt, metrics.json/.csv, curves.png, confusion_matrix.png, top_losses.png.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None, metavar="RUN/best.pt",
+              help="Continue from this checkpoint (the deployed model: same --arch, classes and recipe head) instead "
+                   "of ImageNet weights and a new head; prints accuracy before and after on DATA's val and the new "
+                   "frames' val share.")
+@click.option("--new-frames", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Frames labelled on the review page (DIR/<class>/…): --valid-pct of each class to val by --seed, "
+                   "the rest to train, beside DATA_DIR's own split (docs/service.md, 'The loop').")
 @click.option("--resume", "resume_dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="RUN_DIR",
               help="Continue a killed run from RUN_DIR/last.pt with its saved settings (the options above are ignored).")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
@@ -127,8 +134,8 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
          unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool, unknown_score: str,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
          workers: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
-         scan: str, aug: str, out_dir: str, resume_dir: str | None, nproc_per_node: int, dist_timeout: float,
-         debug: bool) -> None:
+         scan: str, aug: str, out_dir: str, init_from: str | None, new_frames: str | None, resume_dir: str | None,
+         nproc_per_node: int, dist_timeout: float, debug: bool) -> None:
     """Fine-tune --arch on DATA_DIR: either DATA_DIR/{train,val}/<class>/ images, or DATA_DIR/<class>/
     images split by --valid-pct. Writes OUT/best.pt (for edge-export), OUT/last.pt (for --resume),
     metrics and pictures.
@@ -160,7 +167,7 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
                                  unknown_score=unknown_score, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
                                  workers=workers, weights=weights, label_from=label_from, aug=aug, scan=scan,
-                                 labels_csv=labels_csv, val_csv=val_csv)
+                                 labels_csv=labels_csv, val_csv=val_csv, init_from=init_from, new_frames=new_frames)
             if lr_find_only:
                 found = find_lr(data_dir, out_dir, config)
                 click.echo(f"suggested LR: valley {found.valley:.2e}, steep {found.steep:.2e}")

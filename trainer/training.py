@@ -48,6 +48,7 @@ from .devices import (
 )
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
 from .head_init import FOLDS, ProbeResult, linear_probe
+from .init_from import add_new_frames, describe_parts, load_init_weights, parts_accuracy
 from .lr_find import LRFindResult, lr_advice, lr_find, plot_lr_find
 from .models import arch_contract, build_pretrained, replace_head
 from .recipe import DEFAULT_RECIPE, get_recipe
@@ -92,6 +93,8 @@ class TrainConfig:
     balance: str = "none"  # none | weights (class-weighted loss) | sampler (class-balanced batches)
     tta: bool = False  # also report validation accuracy with test-time augmentation (steps.TTA)
     unknown_score: str = DEFAULT_UNKNOWN_SCORE  # the "unknown" score fitted at the end (calibrate.py), or "none"
+    init_from: str | None = None  # a checkpoint (RUN/best.pt) to continue from instead of ImageNet + a new head
+    new_frames: str | None = None  # reviewed frames (DIR/<class>/…): valid_pct of them to val, the rest to train
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -117,6 +120,8 @@ class TrainConfig:
             raise UsageError(f"--unknown-score must be one of {', '.join(UNKNOWN_SCORES)}, got {self.unknown_score!r}")
         if self.val_csv is not None and self.labels_csv is None:
             raise UsageError("--val-csv goes with --labels-csv (folders fix the split with DATA/train and DATA/val)")
+        if self.new_frames is not None and not 0.0 < self.valid_pct < 1.0:
+            raise UsageError(f"--valid-pct (the new frames' val share) must be between 0 and 1, got {self.valid_pct}")
 
     def phases(self) -> list[Phase]:
         if self.lr == "auto":
@@ -189,10 +194,14 @@ def _scan(data_dir: str | Path, config: TrainConfig) -> DataSplit:
     if config.labels_csv is not None:
         from .label_csv import split_from_csv
 
-        return split_from_csv(data_dir, config.labels_csv, config.val_csv, valid_pct=config.valid_pct, seed=config.seed,
-                              scan=config.scan)
-    return scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed, label_from=config.label_from,
-                             scan=config.scan)
+        split = split_from_csv(data_dir, config.labels_csv, config.val_csv, valid_pct=config.valid_pct, seed=config.seed,
+                               scan=config.scan)
+    else:
+        split = scan_image_folder(data_dir, valid_pct=config.valid_pct, seed=config.seed, label_from=config.label_from,
+                                  scan=config.scan)
+    if config.new_frames is not None:
+        split = add_new_frames(split, config.new_frames, config.valid_pct, config.seed, config.scan)
+    return split
 
 
 def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device, ctx: Dist | None = None):
@@ -213,6 +222,8 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     contract = PreprocessContract(**{**imagenet.to_dict(), "labels": split.classes})
     model = build_pretrained(config.arch, config.weights)
     replace_head(model, len(split.classes), get_recipe(config.recipe).head)
+    if config.init_from is not None:
+        load_init_weights(model, config.init_from, config.arch, split.classes, get_recipe(config.recipe).head)
     model.to(device)
     if use_channels_last(device):
         model.to(memory_format=torch.channels_last)
@@ -422,6 +433,11 @@ class _Run:
         self.net: nn.Module = self.model
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.init_before: dict[str, Any] | None = None
+        if config.init_from is not None and config.new_frames is not None and state is None:
+            evaluation, decoded = _gather_evaluation(ctx, evaluate(self.model, self.val_loader, device))
+            self.init_before = parts_accuracy(evaluation, decoded, self.split.val, config.new_frames)
+            self.say(describe_parts("before (the deployed weights)", self.init_before))
 
     def fit_probe(self) -> ProbeResult:
         """The linear probe; the files it could not decode reach the data report, and a far --lr its 10× line."""
@@ -648,6 +664,11 @@ class _Run:
         before the process group closes."""
         metrics = self.metrics
         metrics.update(best=self.best, history=self.history, throughput=self.throughput)
+        if self.config.new_frames is not None:
+            after = parts_accuracy(self.best_eval, self.best_eval.get("decoded"), self.split.val, self.config.new_frames)
+            self.say(describe_parts(f"after (best epoch {self.best['epoch']})", after))
+            metrics["init_from"] = {"checkpoint": self.config.init_from, "new_frames": self.config.new_frames,
+                                    "before": self.init_before, "after": after}
         if self.ctx.is_main:
             val_files = _decoded_files(self.split, self.best_eval.pop("decoded", None))
             _write_reports(self.out_dir, self.split.classes, val_files, self.best_eval, metrics)

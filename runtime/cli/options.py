@@ -148,6 +148,15 @@ service_options = stack(
                  help="--capture: at most this many frames per minute per source."),
     click.option("--capture-max-mb", type=click.FloatRange(min=0, min_open=True), default=500.0, show_default=True,
                  help="--capture: disk quota of the folder; the oldest captures are deleted first."),
+    click.option("--ui-port", type=click.IntRange(0, 65535), default=None,
+                 help="Serve the review page on this port: each camera's latest frame, and the captured frames to label "
+                      "into --ui-dataset (needs --capture; docs/service.md)."),
+    click.option("--ui-host", default="127.0.0.1", show_default=True,
+                 help="--ui-port: address to listen on; any other than loopback needs a token in $EDGEPORT_UI_TOKEN."),
+    click.option("--ui-dataset", type=click.Path(file_okay=False), default=None,
+                 help="--ui-port: the dataset the page labels into (DIR/<class>/…, DIR/labels.csv), for edge-train."),
+    click.option("--ha-discovery", is_flag=True,
+                 help="--mqtt: announce each source's state, label and FPS to Home Assistant (MQTT discovery, retained)."),
 )
 
 #: The model options' parameter names → ``Classifier`` keywords.

@@ -26,8 +26,8 @@ _NOT_IN_THE_FILE = {"config_path", "check", "debug"}
 def serve_wanted(inputs: tuple[str, ...], params: dict) -> bool:
     """Whether the flat form's options ask for the service: several sources or any service part."""
     count = (1 if inputs else 0) + len(params["video"]) + len(params["camera"]) + len(params["watch"])
-    return count > 1 or bool(params["names"]) or params["reconnect"] or any(
-        params[key] is not None for key in ("mqtt_url", "health_port", "capture_dir"))
+    return count > 1 or bool(params["names"]) or params["reconnect"] or params["ha_discovery"] or any(
+        params[key] is not None for key in ("mqtt_url", "health_port", "capture_dir", "ui_port", "ui_dataset"))
 
 
 def _given_on_the_command_line() -> list[str]:
@@ -79,7 +79,7 @@ def run_serve(model: str | None, config_path: str | None, inputs: tuple[str, ...
                 box.close()  # the broker gets its offline status, the health port closes
                 raise
     stream = Stream(clf, sources, top_k=out.top_k, threshold=out.threshold, batch=out.batch, sinks=box.sinks,
-                    capture=box.capture, reloader=reloader, stats=box.stats)
+                    capture=box.observer, reloader=reloader, stats=box.stats)
     closers = [stream.stop, *([reloader.stop] if reloader else []), box.close]
     print_stream(stream.results, fmt=out.format, echo=echo, with_ids=True, closers=closers,
                  with_regions=any(s.regions for s in config.sources),

@@ -1,5 +1,6 @@
 """What a camera box runs around the stream loop: its sources built from the config, the MQTT sink, the health
-server and the capture, opened in that order and closed in the reverse one."""
+server, the capture, Home Assistant discovery and the review page, opened in that order and closed in the reverse
+one."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from ..stream import (
     video_source,
     watch_source,
 )
+from ..stream.loop import Capturer
 from .capture import Capture
 from .config import ServiceConfig, SourceConfig
+from .live import FanOut, LiveView
 
 __all__ = ["Box", "build_sources"]
 
@@ -56,6 +59,9 @@ class Box:
         self.sinks: list[Sink] = []
         self.capture: Capture | None = None
         self.mqtt = None
+        self.review = None
+        # The latest frame, answer and FPS per source, for the review page and the Home Assistant FPS sensor.
+        self.live = LiveView(self.stats) if config.ui is not None or config.homeassistant is not None else None
         self._closers: list[Callable[[], object]] = []
         try:
             if config.mqtt is not None:
@@ -78,9 +84,32 @@ class Box:
                 h = config.health
                 health = HealthServer(self.stats, h.port, h.host, h.max_age).start()
                 self._closers.append(health.stop)
+            if self.live is not None:
+                self.sinks.append(self.live)
+            if config.homeassistant is not None and self.mqtt is not None:
+                from .discovery import Discovery
+
+                ha = config.homeassistant
+                discovery = Discovery(self.mqtt, [s.id for s in config.sources], self.live, ha.node, ha.discovery_prefix,
+                                      ha.stats_interval).start()
+                self._closers.append(discovery.stop)
+            if config.ui is not None and config.capture is not None:
+                from .review import ReviewStore
+                from .review_server import ReviewServer
+
+                u = config.ui
+                store = ReviewStore(config.capture.dir, u.dataset, clf.labels, u.labels_csv)
+                self.review = ReviewServer(u, store, self.live).start()
+                self._closers.append(self.review.stop)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def observer(self) -> Capturer | None:
+        """What the stream loop shows every frame to: the capture and the live view, either, or None."""
+        seen = [c for c in (self.capture, self.live) if c is not None]
+        return FanOut(seen) if len(seen) > 1 else (seen[0] if seen else None)
 
     def _capture_failed(self, warn: Callable[[str], None]) -> Callable[[str], None]:
         def report(message: str) -> None:

@@ -34,13 +34,14 @@ from ..errors import UsageError
 from ..frames import Frame
 from ..records import StreamResult, clean_text
 
-__all__ = ["Capture", "CAPTURE_MARK", "RETRY_S"]
+__all__ = ["Capture", "CAPTURE_MARK", "CAPTURE_NAME", "RETRY_S", "frame_picture", "owned_bytes"]
 
 #: The sidecar key that says "capture wrote this pair" (its value: the sidecar format's version).
 CAPTURE_MARK = "edgeport_capture"
 #: Seconds capture pauses after a failed write before it tries again.
 RETRY_S = 60.0
-_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(_\d+)?(_[A-Za-z0-9_-]{1,64})?\.jpg$")  # time, frame, region
+#: A capture JPEG's name: its UTC time, frame index and region (nothing a request could use to leave the folder).
+CAPTURE_NAME = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(_\d+)?(_[A-Za-z0-9_-]{1,64})?\.jpg$")
 
 
 def _regular(path: Path) -> os.stat_result | None:
@@ -52,9 +53,9 @@ def _regular(path: Path) -> os.stat_result | None:
     return info if stat.S_ISREG(info.st_mode) else None
 
 
-def _owned(jpeg: Path) -> int | None:
+def owned_bytes(jpeg: Path) -> int | None:
     """The bytes of a capture pair that capture wrote (name pattern, regular files, marked sidecar), else None."""
-    if not _NAME.match(jpeg.name):
+    if not CAPTURE_NAME.match(jpeg.name):
         return None
     sidecar = jpeg.with_suffix(".json")
     picture, side = _regular(jpeg), _regular(sidecar)
@@ -85,7 +86,7 @@ class Capture:
         self.last_error: str | None = None
         self._paused_until = 0.0
         # What capture wrote before (an earlier run) counts against the quota, oldest first; nothing else does.
-        found = [(p, size) for p in self._candidates() if (size := _owned(p)) is not None]
+        found = [(p, size) for p in self._candidates() if (size := owned_bytes(p)) is not None]
         found.sort(key=lambda item: item[0].lstat().st_mtime)
         self._files: deque[tuple[Path, int]] = deque(found)
         self._total = sum(size for _, size in self._files)
@@ -137,7 +138,7 @@ class Capture:
         source_id = result.source_id or "default"
         if reason is None or time.monotonic() < self._paused_until or not self._allowed(source_id):
             return None
-        picture = _picture(frame)
+        picture = frame_picture(frame)
         if picture is None:
             return None
         now = datetime.now(timezone.utc)
@@ -193,7 +194,7 @@ class Capture:
             self.on_error(message)
 
 
-def _picture(frame: Frame) -> Image.Image | None:
+def frame_picture(frame: Frame) -> Image.Image | None:
     """The frame as an RGB picture: an OpenCV array (BGR), an RGB array, a path or a PIL image."""
     image = frame.image
     if isinstance(image, np.ndarray):

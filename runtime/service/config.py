@@ -10,6 +10,7 @@ kept in the config but never shown by ``repr()``, ``describe()`` or an error.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -35,11 +36,14 @@ from .config_lines import KeyLines, Where
 from .mqtt import DEFAULT_QUEUE, parse_mqtt_url
 
 __all__ = ["ServiceConfig", "SourceConfig", "ModelOptions", "OutputConfig", "MqttConfig", "HealthConfig", "CaptureConfig",
-           "ReconnectConfig", "SOURCE_KINDS", "load_config", "config_from_flags"]
+           "ReconnectConfig", "UiConfig", "HomeAssistantConfig", "SOURCE_KINDS", "UI_TOKEN_ENV", "load_config",
+           "config_from_flags"]
 
 #: What a source reads; a source table has exactly one of these keys (``url`` also as ``url_env`` / ``url_file``).
 SOURCE_KINDS = ("camera", "url", "video", "watch", "files")
 _FRAME_KINDS = ("camera", "url", "video")  # the kinds that have frames to skip (``every``)
+#: The review page's token for the flags form (the file names its own: ``[ui] token_env`` / ``token_file``).
+UI_TOKEN_ENV = "EDGEPORT_UI_TOKEN"
 
 
 class _Invalid(ConfigError):
@@ -178,6 +182,7 @@ class MqttConfig(_Shown):
     """``[mqtt]``: the broker. ``password`` comes from ``password_file`` or ``password_env`` and is never shown."""
 
     TABLE: ClassVar[Where] = ("mqtt",)
+    SECRET: ClassVar[str] = "password"  # read from password_file / password_env, never written in the file
     url: str
     qos: int = 1
     ca: str | None = None
@@ -238,6 +243,61 @@ class CaptureConfig:
              margin=_number(self.TABLE, "margin", self.margin, 0, high=1, optional=True),
              rate=_number(self.TABLE, "rate", self.rate, 0, above=True),
              max_mb=_number(self.TABLE, "max_mb", self.max_mb, 0, above=True))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, repr=False)
+class UiConfig(_Shown):
+    """``[ui]``: the review page (service/review_server.py) on ``host:port``: the captured frames, labelled into
+    ``dataset`` (``DATA/<class>/…`` and ``labels_csv`` in it). A host other than loopback needs ``token``."""
+
+    TABLE: ClassVar[Where] = ("ui",)
+    SECRET: ClassVar[str] = "token"
+    port: int
+    dataset: str
+    host: str = "127.0.0.1"
+    labels_csv: str = "labels.csv"  # a file name inside ``dataset``, in edge-train's --labels-csv form
+    token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _whole(self.TABLE, "port", self.port, 0, 65535)
+        _text(self.TABLE, "dataset", self.dataset)
+        _text(self.TABLE, "host", self.host)
+        name = _text(self.TABLE, "labels_csv", self.labels_csv) or ""
+        if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".csv"):
+            raise _Invalid(self.TABLE, "labels_csv", f"must be a file name ending in .csv (it is written inside dataset), "
+                                                     f"got {_got(name)}")
+        if self.token is not None and (not isinstance(self.token, str) or len(self.token.strip()) < 16):
+            raise _Invalid(self.TABLE, "token", "must be at least 16 characters (e.g. python -c 'import secrets; "
+                                                "print(secrets.token_urlsafe())')")
+        if self.token is None and not _loopback(self.host):
+            raise _Invalid(self.TABLE, "host", f"{_got(self.host)} is reachable from other machines: set a token "
+                                               f"(token_env or token_file; ${UI_TOKEN_ENV} with --ui-port), or keep "
+                                               "host = \"127.0.0.1\"")
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    """``[homeassistant]``: MQTT discovery of each source's state, label and FPS (service/discovery.py)."""
+
+    TABLE: ClassVar[Where] = ("homeassistant",)
+    discovery_prefix: str = "homeassistant"
+    node: str | None = None  # the device name's prefix and the topics' node id; default: this machine's host name
+    stats_interval: float = 5.0  # seconds between two retained <prefix>/<source>/stats messages (the FPS sensor)
+
+    def __post_init__(self) -> None:
+        prefix = _text(self.TABLE, "discovery_prefix", self.discovery_prefix) or ""
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", prefix):
+            raise _Invalid(self.TABLE, "discovery_prefix", f"must be an MQTT topic without wildcards, got {_got(prefix)}")
+        if _text(self.TABLE, "node", self.node, optional=True) and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.node or ""):
+            raise _Invalid(self.TABLE, "node", f"must be 1-64 letters, digits, _ or -, got {_got(self.node)}")
+        _set(self, stats_interval=_number(self.TABLE, "stats_interval", self.stats_interval, 0.1))
 
 
 @dataclass(frozen=True)
@@ -355,9 +415,15 @@ class ServiceConfig:
     health: HealthConfig | None = None
     capture: CaptureConfig | None = None
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
+    ui: UiConfig | None = None
+    homeassistant: HomeAssistantConfig | None = None
 
     def __post_init__(self) -> None:
         _set(self, sources=tuple(self.sources))
+        if self.ui is not None and self.capture is None:
+            raise _Invalid(("ui",), None, "the review page shows what capture keeps: add a [capture] table (--capture DIR)")
+        if self.homeassistant is not None and self.mqtt is None:
+            raise _Invalid(("homeassistant",), None, "discovery goes through the broker: add an [mqtt] table (--mqtt URL)")
         if not self.sources:
             raise _Invalid(("sources",), None, "no source: add a [sources.<id>] table with one of " + ", ".join(SOURCE_KINDS))
         _text((), "model", self.model, optional=True)
@@ -390,16 +456,21 @@ class ServiceConfig:
 
         parts = [("model options", self.model_options), ("output", self.output),
                  *((f"source {s.id}", s) for s in self.sources), ("mqtt", self.mqtt), ("health", self.health),
-                 ("capture", self.capture), ("reconnect", self.reconnect)]
-        password = ", password set" if self.mqtt and self.mqtt.password else ""
-        return "\n".join([f"model: {self.model}", *(f"{name}: {text(part)}{password if name == 'mqtt' else ''}"
+                 ("capture", self.capture), ("reconnect", self.reconnect), ("ui", self.ui),
+                 ("homeassistant", self.homeassistant)]
+
+        def secret(part: Any) -> str:
+            name = getattr(part, "SECRET", None)
+            return f", {name} set" if name and getattr(part, name) else ""
+
+        return "\n".join([f"model: {self.model}", *(f"{name}: {text(part)}{secret(part)}"
                                                     for name, part in parts if part is not None)])
 
 
 # ---- the file --------------------------------------------------------------------------------------------------------
 
 _PARTS = {"output": OutputConfig, "mqtt": MqttConfig, "health": HealthConfig, "capture": CaptureConfig,
-          "reconnect": ReconnectConfig}
+          "reconnect": ReconnectConfig, "ui": UiConfig, "homeassistant": HomeAssistantConfig}
 _TARGET_KEYS = ("camera", "url", "url_env", "url_file", "video", "watch", "files")
 _SOURCE_KEYS = (*_TARGET_KEYS, *(f.name for f in fields(SourceConfig) if f.name not in ("id", "kind", "target")))
 _TOP_KEYS = ("model", *(f.name for f in fields(ModelOptions)))
@@ -438,17 +509,18 @@ def _from_toml(data: dict[str, Any], base: Path) -> ServiceConfig:
         values = _table(data, (name,))
         if values is None:
             continue
-        extra = ("password_file", "password_env") if cls is MqttConfig else ()
-        _known(values, (name,), [*(f.name for f in fields(cls) if f.name != "password"), *extra])
-        for key in ("ca", "dir"):
+        secret_field = getattr(cls, "SECRET", None)
+        extra = (f"{secret_field}_file", f"{secret_field}_env") if secret_field else ()
+        _known(values, (name,), [*(f.name for f in fields(cls) if f.name != secret_field), *extra])
+        for key in ("ca", "dir", "dataset"):
             if key in values:
                 values[key] = path(values[key])
         secret = [key for key in extra if key in values]
         if len(secret) > 1:
-            raise _Invalid((name,), secret[1], "give password_file or password_env, not both")
+            raise _Invalid((name,), secret[1], f"give {secret[0]} or {secret[1]}, not both")
         if secret:
-            values["password"] = _secret((name,), secret[0], values.pop(secret[0]), path)
-        parts[name] = _make(cls, values, (name,), {"password": secret[0] if secret else "password"})
+            values[secret_field] = _secret((name,), secret[0], values.pop(secret[0]), path)
+        parts[name] = _make(cls, values, (name,), {secret_field: secret[0]} if secret else {})
     sources, written = [], {}
     for source_id, values in (_table(data, ("sources",)) or {}).items():
         where = ("sources", source_id)
@@ -535,7 +607,8 @@ def _make(cls: type, values: dict[str, Any], where: Where, keys: dict[str, str])
 #: Where a value comes from on the command line, when the option is not simply ``--<table>-<key>``.
 _FLAGS = {("mqtt", "url"): "--mqtt", ("capture", "dir"): "--capture", ("output", "format"): "--output-format",
           ("sources", "url"): "--video", ("sources", "files"): "INPUTS",
-          ("reconnect", "max"): "--reconnect-max", ("", "reload"): "--reload"}
+          ("reconnect", "max"): "--reconnect-max", ("", "reload"): "--reload", ("ui", "token"): f"${UI_TOKEN_ENV}",
+          ("homeassistant", None): "--ha-discovery", ("ui", None): "--ui-port"}
 
 
 def config_from_flags(model: str, inputs: Sequence[str], params: dict[str, Any]) -> ServiceConfig:
@@ -576,13 +649,28 @@ def config_from_flags(model: str, inputs: Sequence[str], params: dict[str, Any])
                                p["verify_key"], p["hot_reload"], p["reload_interval"], not p["no_unknown"],
                                p["unknown_below"])
         output = OutputConfig(p["fmt"], p["top_k"], p["threshold"], p["batch"])
-        return ServiceConfig(tuple(sources), model, options, output, mqtt, health, capture, ReconnectConfig(p["reconnect_max"]))
+        ui = _ui_from_flags(p)
+        homeassistant = HomeAssistantConfig() if p["ha_discovery"] else None
+        return ServiceConfig(tuple(sources), model, options, output, mqtt, health, capture, ReconnectConfig(p["reconnect_max"]),
+                             ui, homeassistant)
     except _Invalid as exc:  # say it in the command line's words: --mqtt, --every, not [mqtt] url, [sources.x] every
         if exc.key is None:
-            raise ConfigError(exc.problem) from None
+            flag = _FLAGS.get((exc.where[0] if exc.where else "", None))
+            raise ConfigError(f"{flag}: {exc.problem}" if flag else exc.problem) from None
         table = exc.where[0] if exc.where else ""
         if exc.key == "regions":
             raise ConfigError(f"--region: {exc.problem}") from None
         flag = _FLAGS.get((table, exc.key)) or "--" + "-".join(
-            ([table] if table in ("mqtt", "health", "capture") else []) + [exc.key]).replace("_", "-")
+            ([table] if table in ("mqtt", "health", "capture", "ui") else []) + [exc.key]).replace("_", "-")
         raise ConfigError(f"{flag}: {exc.problem}") from None
+
+
+def _ui_from_flags(p: dict[str, Any]) -> UiConfig | None:
+    """``--ui-port`` and its companions; the token comes from ``$EDGEPORT_UI_TOKEN``, never from argv."""
+    if p["ui_port"] is None:
+        if p["ui_dataset"] is not None:
+            raise ConfigError("--ui-dataset goes with --ui-port (the review page that writes the labels)")
+        return None
+    if p["ui_dataset"] is None:
+        raise ConfigError("--ui-port needs --ui-dataset DIR: where the labelled frames go (DIR/<class>/…)")
+    return UiConfig(p["ui_port"], p["ui_dataset"], p["ui_host"], token=os.environ.get(UI_TOKEN_ENV) or None)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 from ..errors import MissingDependencyError, UsageError
 from ..stream.stats import LATENCY_BUCKETS_S, Stats
 
-__all__ = ["HealthServer", "metrics_registry", "MAX_CONNECTIONS", "SOCKET_TIMEOUT_S"]
+__all__ = ["HealthServer", "BoundedServer", "ThreadedServer", "metrics_registry", "MAX_CONNECTIONS", "SOCKET_TIMEOUT_S"]
 
 #: Connections served at once; a scraper and a load balancer's probe need a few.
 MAX_CONNECTIONS = 16
@@ -28,7 +28,7 @@ MAX_CONNECTIONS = 16
 SOCKET_TIMEOUT_S = 5.0
 
 
-class _BoundedServer(ThreadingHTTPServer):
+class BoundedServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on live connections and no traceback per broken client."""
 
     daemon_threads = True
@@ -118,8 +118,32 @@ def metrics_registry(stats: Stats) -> Any:
     return registry
 
 
-class HealthServer:
-    """A small HTTP server in a daemon thread; ``max_age_s``: how long a source may go without a frame."""
+_S = TypeVar("_S", bound="ThreadedServer")
+
+
+class ThreadedServer:
+    """A ``BoundedServer`` in a daemon thread: ``start()``, ``stop()``, ``port`` (the one bound, also for port 0).
+    A port that cannot be bound is a usage error naming ``flag``."""
+
+    def __init__(self, flag: str, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str):
+        try:
+            self.server = BoundedServer((host, port), handler)
+        except OSError as exc:
+            raise UsageError(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror}); pick a free port") from exc
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    def start(self: _S) -> _S:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HealthServer(ThreadedServer):
+    """/healthz and /metrics; ``max_age_s``: how long a source may go without a frame."""
 
     def __init__(self, stats: Stats, port: int, host: str = "127.0.0.1", max_age_s: float = 30.0):
         prometheus_client = _prometheus()
@@ -153,17 +177,4 @@ class HealthServer:
                 if with_body:
                     self.wfile.write(data)
 
-        try:
-            self.server = _BoundedServer((host, port), Handler)
-        except OSError as exc:
-            raise UsageError(f"--health-port {port}: cannot listen on {host}:{port} ({exc.strerror}); pick a free port") from exc
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, name="edgeport-health", daemon=True)
-
-    def start(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__("--health-port", host, port, Handler, "edgeport-health")

@@ -103,6 +103,7 @@ class MqttSink:
         self._closing = False
         self._warn, self._down_reported = warn, False
         self.undelivered = 0
+        self.on_connected: list[Callable[[], None]] = []  # run at each (re)connection, e.g. discovery.Discovery.announce
         client_id = client_id or f"edgeport-{socket.gethostname()}-{os.getpid()}"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if self.target.username is not None:
@@ -130,6 +131,8 @@ class MqttSink:
         with self._cond:
             self._connected = True
             self._cond.notify_all()
+        for hook in self.on_connected:
+            hook()
         if self._down_reported:
             self._down_reported = False
             self._warn(f"MQTT broker {self.where} is back: sending the {self.pending} queued records")
@@ -182,6 +185,12 @@ class MqttSink:
                 self._unreported += 1
             self._queue.append((topic, payload, record.get("event") == "state"))
             self._cond.notify_all()
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 message outside the records' queue (discovery, stats): sent now if connected, else not
+        at all, since the next connection publishes the current one again."""
+        if self._connected:
+            self.client.publish(topic, payload, qos=1, retain=True)
 
     @property
     def pending(self) -> int:

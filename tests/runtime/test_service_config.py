@@ -13,12 +13,14 @@ from edgeport.runtime.errors import ConfigError, ExitCode, UsageError, exit_code
 from edgeport.runtime.service.config import (
     CaptureConfig,
     HealthConfig,
+    HomeAssistantConfig,
     ModelOptions,
     MqttConfig,
     OutputConfig,
     ReconnectConfig,
     ServiceConfig,
     SourceConfig,
+    UiConfig,
     config_from_flags,
     load_config,
 )
@@ -71,6 +73,8 @@ def test_the_example_loads_into_the_expected_dataclasses(tmp_path, env):
     assert config.health == HealthConfig(9108, "0.0.0.0", 30.0)
     assert config.capture == CaptureConfig("/var/lib/edgeport/captures", 0.6, 0.15, 6.0, 500.0)
     assert config.reconnect == ReconnectConfig(30.0) and config.reconnect_max == 30.0
+    assert config.ui == UiConfig(8090, "/var/lib/edgeport/reviewed") and config.ui.token is None
+    assert config.homeassistant == HomeAssistantConfig("homeassistant", "gatehouse", 5.0)
     assert config.sources == (
         SourceConfig("door", "url", DOOR_URL, max_fps=5.0, regions=(
             Region("garage", (0.0, 0.0, 0.5, 1.0)), Region("drive", (640, 0, 1280, 720), pixels=True)),
@@ -253,7 +257,8 @@ def flags(**given) -> dict:
               "top_k": 5, "threshold": None, "fmt": "table", "batch": "auto", "backend": "auto", "model_format": None,
               "threads": None, "exact_preprocess": False, "max_pixels": 40_000_000, "verify_key": None, "hot_reload": False,
               "reload_interval": 1.0, "no_unknown": False, "unknown_below": None, "debug": False, "regions": (),
-              "smoothing": None, "window": None, "hold": None}
+              "smoothing": None, "window": None, "hold": None, "ui_port": None, "ui_host": "127.0.0.1", "ui_dataset": None,
+              "ha_discovery": False}
     return {**params, **given}
 
 
