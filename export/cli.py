@@ -10,7 +10,7 @@ import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
 from edgeport.runtime.formats import format_names
 
-from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
+from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, INT8_METHODS, TARGET_CPUS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -25,6 +25,12 @@ from .formats.int8_scheme import CALIB_METHODS, INT8_ENGINES, TARGET_CPUS
               help="Quantizer of onnx-int8 (both give a QDQ model for onnxruntime): onnxruntime's quantize_static "
                    "+ bias correction (fast on onnxruntime's CPU kernels), or NNCF (accuracy control with --max-drop; "
                    "measured not faster than FP32 on onnxruntime). openvino-int8 always uses NNCF.")
+@click.option("--int8-method", type=click.Choice(INT8_METHODS), default="ptq",
+              help="With --int8-engine onnxruntime: round INT8 weights to nearest (ptq), or learn each layer's rounding so "
+                   "its output on the calibration images matches FP32 (adaround; same QDQ layout and speed, minutes more "
+                   "export). The manifest's int8_method names what made each INT8 file.")
+@click.option("--int8-time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --int8-method adaround: seconds it may spend; layers not reached keep nearest rounding.")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
               help="onnxruntime's calibrator (with --int8-engine onnxruntime; default minmax).")
 @click.option("--bias-correction/--no-bias-correction", default=True,

@@ -33,7 +33,7 @@ from .checks.verify import verify_parity
 from .conformance import write_conformance_kit
 from .formats import BuildContext, parse_formats, require_calibration
 from .formats.calibration import select_calibration_images
-from .formats.int8_scheme import INT8_ENGINES
+from .formats.int8_scheme import INT8_ENGINES, INT8_METHODS
 from .formats.nncf_int8 import AccuracyTarget
 from .formats.onnx_fp32 import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .formats.onnx_target import resolve_target
@@ -58,6 +58,8 @@ class ExportOptions:
     bias_correction: bool = True  # onnxruntime engine only (see export.bias_correction)
     target_cpu: str = "host"
     int8_engine: str = "onnxruntime"  # quantizer of onnx-int8: onnxruntime or nncf (see export.nncf_int8)
+    int8_method: str = "ptq"  # onnxruntime engine: ptq (nearest rounding) or adaround (formats.reconstruction)
+    int8_time_budget: float | None = None  # seconds AdaRound may spend (None: every layer)
     eval_dir: str | Path | None = None
     max_drop: float | None = None  # top-1 points below PyTorch a format may lose
     require_speedup: bool = False
@@ -77,6 +79,12 @@ class ExportOptions:
             raise UsageError(f"--int8-engine must be one of {', '.join(INT8_ENGINES)}, got {self.int8_engine!r}")
         if self.calib_method is not None and self.int8_engine != "onnxruntime":
             raise UsageError("--calib-method chooses onnxruntime's calibrator: use it with --int8-engine onnxruntime")
+        if self.int8_method not in INT8_METHODS:
+            raise UsageError(f"--int8-method must be one of {', '.join(INT8_METHODS)}, got {self.int8_method!r}")
+        if self.int8_method != "ptq" and self.int8_engine != "onnxruntime":
+            raise UsageError(f"--int8-method {self.int8_method} re-rounds onnxruntime's weights: use it with --int8-engine onnxruntime")
+        if self.int8_time_budget is not None and (self.int8_time_budget <= 0 or self.int8_method != "adaround"):
+            raise UsageError("--int8-time-budget is the seconds AdaRound may spend: a positive number, with --int8-method adaround")
         if not self.bias_correction and self.int8_engine != "onnxruntime":
             raise UsageError("--no-bias-correction applies to --int8-engine onnxruntime (NNCF always corrects biases)")
 
@@ -111,6 +119,7 @@ def _report_formats(manifest: dict[str, Any]) -> dict[str, Any]:
             "verification": manifest["verification"].get(name),
             "gates": manifest["gates"].get(name),
             **({"accuracy_control": entry["accuracy_control"]} if "accuracy_control" in entry else {}),
+            **({"int8_method": entry["int8_method"]} if "int8_method" in entry else {}),
         }
     return rows
 
@@ -174,6 +183,7 @@ def _export(source: str, out_dir: Path, opts: ExportOptions, log: Callable[[str]
         ctx = BuildContext(staging=staging, fp32_onnx=model_path, contract=src.contract, calib_images=calib,
                            calib_method=opts.calib_method, bias_correction=opts.bias_correction,
                            target_cpu=opts.target_cpu, int8_engine=opts.int8_engine,
+                           int8_method=opts.int8_method, int8_time_budget=opts.int8_time_budget,
                            accuracy=_accuracy_target(model_path, eval_set, opts.max_drop), onnx_target=onnx_target, log=log)
         format_entries: dict[str, Any] = {}
         for fmt in chosen:

@@ -38,6 +38,8 @@ ROW_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "format": ((str,), "torch, onnx, onnx-int8, openvino, openvino-fp16, openvino-int8"),
     "backend": ((str,), "torch, onnxruntime or openvino"),
     "precision": ((str,), "fp32, fp16 or int8"),
+    "int8_method": (_OPT_STR, "INT8 rows: what made the file (the manifest's int8_method: ptq, adaround, nncf-ptq, "
+                              "nncf-accuracy-control); null for other rows and bundles older than the field"),
     "file": (_OPT_STR, "model file relative to the bundle (torch: the checkpoint or torchvision:<name>)"),
     "size_bytes": ((int, type(None)), "bytes on disk of every file of the format (null: torchvision weights)"),
     "size_mb": (_OPT_NUM, "size_bytes / 1e6"),
@@ -113,7 +115,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         ep = r["edge_predict"] or {}
         lat = r["latency_ms"]
         lines.append("| " + " | ".join([
-            r["format"], _fmt(r["size_mb"], ".2f"), _fmt(r["top1"], ".2f", 100), _fmt(r["drop_vs_torch_pp"], ".2f"),
+            r["format"] + (f" ({r['int8_method']})" if r.get("int8_method") else ""), _fmt(r["size_mb"], ".2f"), _fmt(r["top1"], ".2f", 100), _fmt(r["drop_vs_torch_pp"], ".2f"),
             _fmt(r["agreement_vs_torch"], ".2f", 100), _fmt(r["max_abs_logit_diff_vs_torch"], ".2g"),
             _fmt(lat["p50"], ".2f"), _fmt(lat["p90"], ".2f"), _fmt(lat["p99"], ".2f"),
             _fmt(r["latency_ratio_vs_torch"], ".2f"), _fmt(r["latency_ratio_vs_fp32"], ".2f"),

@@ -114,10 +114,12 @@ def _format_rows(model_path: Path) -> dict[str, dict[str, Any]]:
         backend = FILE_BACKENDS[model_path.suffix]
         files = [model_path] + ([model_path.with_suffix(".bin")] if model_path.suffix == ".xml" else [])
         name = "onnx" if backend == "onnxruntime" else "openvino"
-        return {name: {"file": model_path.name, "files": files, "backend": backend, "precision": "unknown", "open": None}}
+        return {name: {"file": model_path.name, "files": files, "backend": backend, "precision": "unknown", "open": None,
+                       "int8_method": None}}
     formats = read_manifest(model_path)["formats"]
     return {name: {"file": entry["file"], "files": [model_path / f for f in entry.get("files") or [entry["file"]]],
-                   "backend": entry.get("backend", "onnxruntime"), "precision": entry.get("precision", "fp32"), "open": name}
+                   "backend": entry.get("backend", "onnxruntime"), "precision": entry.get("precision", "fp32"), "open": name,
+                   "int8_method": entry.get("int8_method")}
             for name, entry in formats.items()}
 
 
@@ -210,7 +212,7 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
         rows: dict[str, dict[str, Any]] = {}
         if ref is not None and TORCH in chosen:
             size = ref.file.stat().st_size if ref.file else None
-            rows[TORCH] = {"backend": "torch", "precision": "fp32", "file": ref.spec, "size_bytes": size,
+            rows[TORCH] = {"backend": "torch", "precision": "fp32", "file": ref.spec, "size_bytes": size, "int8_method": None,
                            **accuracy_against(ref_logits, ref_logits, evalset.targets, ref.contract.temperature)}
             if opts.tta:  # beside plain accuracy, in the torch row only: no exported model carries TTA
                 tta = ref.tta_logits(evalset.tensors, opts.batch)
@@ -218,6 +220,7 @@ def run_benchmark(model: str, data: str | Path, options: BenchOptions | None = N
         for name, clf in tqdm(clfs.items(), desc="accuracy", unit="format", disable=not opts.progress, leave=False):
             info = format_rows[name]
             rows[name] = {"backend": info["backend"], "precision": info["precision"], "file": info["file"],
+                          "int8_method": info["int8_method"],
                           "size_bytes": sum(f.stat().st_size for f in info["files"]),
                           **accuracy_against(clf.logits_from_tensor(evalset.tensors), ref_logits, evalset.targets,
                                              clf.contract.temperature)}

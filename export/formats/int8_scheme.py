@@ -15,11 +15,14 @@ from typing import Any
 from edgeport.runtime.errors import UsageError
 from edgeport.runtime.machine import cpu_info
 
-__all__ = ["Int8Scheme", "TARGET_CPUS", "INT8_ENGINES", "CALIB_METHODS", "choose_scheme"]
+__all__ = ["Int8Scheme", "TARGET_CPUS", "INT8_ENGINES", "INT8_METHODS", "CALIB_METHODS", "choose_scheme"]
 
 TARGET_CPUS = ("host", "avx2", "avx512", "vnni", "arm64")
 INT8_ENGINES = ("onnxruntime", "nncf")
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # onnxruntime engine only
+#: How the onnxruntime engine rounds INT8 weights: to nearest (ptq), or learned layer by layer (adaround, see
+#: ``reconstruction``). The manifest's ``int8_method`` of each INT8 format names what made it.
+INT8_METHODS = ("ptq", "adaround")
 
 
 @dataclass(frozen=True)

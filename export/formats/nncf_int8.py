@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-__all__ = ["MAX_FLOAT_OPERATIONS", "AccuracyTarget", "nncf_quantize", "float_compute_nodes_onnx", "float_compute_nodes_openvino"]
+__all__ = ["MAX_FLOAT_OPERATIONS", "AccuracyTarget", "nncf_method", "nncf_quantize", "float_compute_nodes_onnx", "float_compute_nodes_openvino"]
 
 #: Accuracy control returns at most this many operations to float, one per iteration: each costs
 #: speed, and a model that needs more is better shipped in FP32 (the gate then says so).
@@ -87,6 +87,11 @@ def _validation_fn(target: AccuracyTarget) -> Callable[[Any, Iterable[Any]], tup
         return float(np.mean(hits)), hits
 
     return validate
+
+
+def nncf_method(accuracy: AccuracyTarget | None) -> str:
+    """The manifest's ``int8_method`` of a model NNCF quantized."""
+    return "nncf-ptq" if accuracy is None else "nncf-accuracy-control"
 
 
 def nncf_quantize(model: Any, calib: np.ndarray, scheme, accuracy: AccuracyTarget | None = None) -> Any:

@@ -32,6 +32,7 @@ from .int8_graph import check_really_quantized, depthwise_weight_overrides
 from .int8_scheme import CALIB_METHODS, Int8Scheme, choose_scheme
 from .onnx_fp32 import INPUT_NAME, embed_contract, strip_debug_metadata
 from .onnx_target import OnnxTarget, apply_target
+from .reconstruction import RoundingOptions, reconstruct_weights
 from .registry import BuildContext, register_format, require_calibration
 
 __all__ = ["quantize_onnx", "quantize_onnx_nncf", "build_onnx_int8"]
@@ -60,10 +61,12 @@ def quantize_onnx(
     bias_correction: bool = True,
     depthwise_8bit: bool = True,
     target: OnnxTarget | None = None,
+    rounding: RoundingOptions | None = None,
 ) -> dict[str, Any]:
-    """Static PTQ after onnxruntime's ``quant_pre_process``, then (by default) empirical bias
-    correction on the same calibration images (``bias_correction``); the contract is re-embedded.
-    ``depthwise_8bit=False`` reduces depthwise weights too (only to compare, see the module docstring)."""
+    """Static PTQ after onnxruntime's ``quant_pre_process``; with ``rounding``, AdaRound re-rounds the INT8
+    weights layer by layer (``reconstruction``); then (by default) empirical bias correction on the same
+    calibration images (``bias_correction``); the contract is re-embedded. ``depthwise_8bit=False`` reduces
+    depthwise weights too (only to compare, see the module docstring)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from .bias_correction import correct_biases
@@ -94,9 +97,26 @@ def quantize_onnx(
             extra_options=options,
         )
         model = onnx.load(quantized)
+        details["int8_method"] = "adaround" if rounding is not None else "ptq"
+        if rounding is not None:
+            details["reconstruction"] = reconstruct_weights(float_model, model, calib, INPUT_NAME,
+                                                            _weight_range(scheme, overrides), rounding)
         details["bias_correction"] = correct_biases(float_model, model, calib, INPUT_NAME) if bias_correction else None
     _write_quantized(model, out_path, contract, target)
     return details
+
+
+def _weight_range(scheme: Int8Scheme, overrides: dict[str, list[dict[str, Any]]]):
+    """The integer range onnxruntime gave each (float) weight: symmetric INT8, 7 bits where the scheme
+    reduces it and no depthwise override keeps all 8."""
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    def qrange(name: str) -> tuple[int, int]:
+        reduce = scheme.reduce_range and not any(o.get("reduce_range") is False for o in overrides.get(name, []))
+        lo, hi = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, reduce_range=reduce, symmetric=True)
+        return int(lo), int(hi)
+
+    return qrange
 
 
 def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: PreprocessContract, target: OnnxTarget | None) -> None:
@@ -113,13 +133,14 @@ def _write_quantized(model: onnx.ModelProto, out_path: Path, contract: Preproces
 def quantize_onnx_nncf(fp32_path: Path, out_path: Path, contract: PreprocessContract, calib_images: Sequence[Path],
                        scheme: Int8Scheme, accuracy=None, target: OnnxTarget | None = None) -> dict[str, Any]:
     """NNCF on the pre-processed ONNX model (see ``nncf_int8``); the result is a QDQ model for onnxruntime."""
-    from .nncf_int8 import float_compute_nodes_onnx, nncf_quantize
+    from .nncf_int8 import float_compute_nodes_onnx, nncf_method, nncf_quantize
 
     calib, calibration = calibration_tensors(calib_images, contract)
     with _pre_processed(fp32_path) as pre:
         model = nncf_quantize(onnx.load(pre), calib, scheme, accuracy)
     _write_quantized(model, out_path, contract, target)
-    details: dict[str, Any] = {"engine": "nncf", "scheme": scheme.to_dict(), "calibration": calibration}
+    details: dict[str, Any] = {"engine": "nncf", "int8_method": nncf_method(accuracy), "scheme": scheme.to_dict(),
+                               "calibration": calibration}
     if accuracy is not None:
         details["accuracy_control"] = accuracy.report(float_compute_nodes_onnx(model))
     return details
@@ -132,13 +153,16 @@ def build_onnx_int8(ctx: BuildContext) -> dict[str, Any]:
     ctx.log(f"quantizing to INT8 with {ctx.int8_engine} for {scheme.target_cpu} ({scheme.activation_type}/"
             f"{scheme.weight_type}, 7-bit GEMM weights={scheme.reduce_range}) on {len(ctx.calib_images)} calibration images"
             + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy and ctx.int8_engine == "nncf" else "")
+            + (", AdaRound" + (f" within {ctx.int8_time_budget:g} s" if ctx.int8_time_budget else "")
+               if ctx.int8_engine == "onnxruntime" and ctx.int8_method == "adaround" else "")
             + (", then bias correction" if ctx.int8_engine == "onnxruntime" and ctx.bias_correction else "")
             + " …")
     if ctx.int8_engine == "nncf":
         details = quantize_onnx_nncf(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.accuracy, ctx.onnx_target)
     else:
+        rounding = RoundingOptions(seconds=ctx.int8_time_budget) if ctx.int8_method == "adaround" else None
         details = quantize_onnx(ctx.fp32_onnx, out, ctx.contract, ctx.calib_images, scheme, ctx.calib_method or "minmax",
-                                bias_correction=ctx.bias_correction, target=ctx.onnx_target)
+                                bias_correction=ctx.bias_correction, target=ctx.onnx_target, rounding=rounding)
         details["engine"] = "onnxruntime"
     details.update(check_really_quantized(out, ctx.fp32_onnx))
     return details

@@ -70,14 +70,15 @@ def build_openvino_int8(ctx: BuildContext) -> dict[str, Any]:
         raise MissingDependencyError("the openvino-int8 format needs NNCF: pip install 'edgeport[openvino]'") from exc
     from .calibration import calibration_tensors
     from .int8_scheme import choose_scheme
-    from .nncf_int8 import float_compute_nodes_openvino, nncf_quantize
+    from .nncf_int8 import float_compute_nodes_openvino, nncf_method, nncf_quantize
 
     calib, calibration = calibration_tensors(ctx.calib_images, ctx.contract)
     scheme = choose_scheme(ctx.target_cpu)
     ctx.log(f"quantizing the OpenVINO IR with NNCF on {calibration['images']} calibration images"
             + (f", accuracy control: ≤ {ctx.accuracy.max_drop_pp} points" if ctx.accuracy else "") + " …")
     quantized = nncf_quantize(ov.convert_model(str(ctx.fp32_onnx)), calib, scheme, ctx.accuracy)
-    details: dict[str, Any] = {"quantizer": f"nncf {nncf.__version__}", "scheme": scheme.to_dict(),
+    details: dict[str, Any] = {"quantizer": f"nncf {nncf.__version__}", "int8_method": nncf_method(ctx.accuracy),
+                               "scheme": scheme.to_dict(),
                                "calibration": calibration}
     _save(quantized, ctx, "openvino-int8/model.xml", compress_to_fp16=False)  # canonical names first
     if ctx.accuracy is not None:

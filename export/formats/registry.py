@@ -24,6 +24,8 @@ class BuildContext:
     bias_correction: bool = True  # onnxruntime engine: correct INT32 biases after quantizing (formats.bias_correction)
     target_cpu: str = "host"  # the CPU an INT8 model is built for (see formats.int8_scheme.choose_scheme)
     int8_engine: str = "onnxruntime"  # who quantizes onnx-int8: onnxruntime or nncf
+    int8_method: str = "ptq"  # onnxruntime engine: nearest rounding, or AdaRound (formats.reconstruction)
+    int8_time_budget: float | None = None  # seconds AdaRound may spend; later layers keep nearest rounding
     accuracy: Any = None  # nncf_int8.AccuracyTarget when --eval/--max-drop ask for accuracy control
     onnx_target: Any = None  # onnx_target.OnnxTarget: the IR version/opset every ONNX file may use
     log: Callable[[str], None] = print

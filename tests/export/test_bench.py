@@ -60,6 +60,12 @@ def test_figures_are_sane(finetune_report):
     assert rows["onnx-int8"]["latency_ratio_vs_fp32"] == pytest.approx(rows["onnx-int8"]["latency_ms"]["p50"] / rows["onnx"]["latency_ms"]["p50"], rel=1e-3)
 
 
+def test_int8_rows_name_the_method_that_made_them(finetune_report):
+    methods = {r["format"]: r["int8_method"] for r in finetune_report["rows"]}
+    assert methods == {"torch": None, "onnx": None, "onnx-int8": "ptq", "openvino": None, "openvino-int8": "nncf-ptq"}
+    assert "| onnx-int8 (ptq) |" in markdown_table(finetune_report)
+
+
 def test_file_sizes_are_the_files_on_disk(finetune_report, finetuned_bundle, finetuned_run):
     formats = read_manifest(finetuned_bundle)["formats"]
     for row in finetune_report["rows"]:

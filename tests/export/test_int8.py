@@ -93,6 +93,7 @@ def test_int8_files_are_really_quantized_and_smaller(finetuned_bundle):
     manifest = json.loads((finetuned_bundle / "manifest.json").read_text())
     entry = manifest["formats"]["onnx-int8"]
     assert entry["engine"] == "onnxruntime" and entry["calibration"]["images"] == 50
+    assert entry["int8_method"] == "ptq" and manifest["formats"]["openvino-int8"]["int8_method"] == "nncf-ptq"
     assert entry["bias_correction"]["layers"] == 53  # MobileNetV2: 52 convolutions + the classifier
     assert entry["quantized_ops"]["DequantizeLinear"] > 50 and entry["size_ratio_vs_fp32"] < 0.35
     assert entry["scheme"]["target_cpu"] in ("avx2", "avx512", "vnni", "arm64")
