@@ -15,8 +15,8 @@ from .privacy import disable_onnxruntime_events
 __all__ = ["Backend", "BACKENDS", "register_backend", "create_backend", "backend_names", "LOGITS_OUTPUT",
            "FEATURES_OUTPUT"]
 
-#: The graph outputs a model may have: the logits (always, first), and the pooled features the head reads (a model
-#: whose "unknown" score needs them, ``confidence.FEATURE_SCORES``).
+#: The graph outputs a model may have: the logits (always, first), and the pooled features the head reads, whitened
+#: for the Mahalanobis score (a model whose "unknown" score needs them, ``confidence.FEATURE_SCORES``).
 LOGITS_OUTPUT, FEATURES_OUTPUT = "logits", "features"
 
 
@@ -29,7 +29,7 @@ class Backend(Protocol):
         """(N, 3, H, W) float32 → (N, num_classes) float32 logits."""
 
     def run_with_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits and, when the model has the ``features`` output, the (N, D) pooled features (else None)."""
+        """Logits and, when the model has the ``features`` output, its (N, D) features (else None)."""
 
 
 BACKENDS: dict[str, Callable[..., Backend]] = {}

@@ -34,7 +34,7 @@ class ResolvedModel:
     ``verified_bytes``: for a verified bundle format, every file the backend needs, keyed by its path
     relative to the model file's folder (the model itself under its own name), holding the exact bytes
     whose sha256 matched the manifest. None for a bare file or with ``verify=False``.
-    ``ood_stats``: the bundle's ``ood_stats.npz`` (verified like the model), None when it has none or for a bare file.
+    ``ood_stats``: the bundle's ``ood_stats.npy`` (verified like the model), None when it has none or for a bare file.
     """
 
     path: Path
