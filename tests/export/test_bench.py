@@ -98,7 +98,7 @@ def test_tta_is_reported_for_the_torch_row_only(finetune_report):
 def test_table_and_plot(finetune_report, tmp_path):
     table = markdown_table(finetune_report)
     assert table.count("\n| ") == len(finetune_report["rows"]) == 5  # torch + the four formats, one line each
-    assert "| onnx-int8 |" in table and "top-1 %" in table
+    assert "| onnx-int8 (ptq) |" in table and "top-1 %" in table  # the INT8 rows name the method that made them
     write_plot(finetune_report, tmp_path / "bench.png")
     data = (tmp_path / "bench.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
