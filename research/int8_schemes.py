@@ -63,7 +63,7 @@ def main() -> None:
                 path = Path(tmp) / f"{number}-{corrected}.onnx"
                 quantize_onnx(args.bundle / "model.onnx", path, fp32.contract, calib, scheme,
                               bias_correction=corrected, depthwise_8bit=depthwise_8bit)
-                int8 = Classifier(path, exact_preprocess=True, threads=args.threads)
+                int8 = Classifier(path, exact_preprocess=True, threads=args.threads, unknown=False)
                 same = int8.logits_from_tensor(images).argmax(1) == reference
                 agreement.append(100 * float(np.mean(same)))
             agreement.append(100 * float(np.mean(same[confident])))  # the corrected model, the last one built
