@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import ImageListDataset, collate_with_failures, scan_image_folder
-from .models import build_for_checkpoint, feature_standardizer, head_module_name
+from .models import build_for_checkpoint, head_entry
 from .steps import to_device
 from .transforms import eval_transform
 
@@ -57,11 +57,6 @@ class Outputs:
     features: np.ndarray
     logits: np.ndarray
     labels: np.ndarray
-
-
-def head_entry(model: nn.Module) -> nn.Module:
-    """The module whose input is the pooled feature vector: a standardized head's BatchNorm, else the Linear."""
-    return feature_standardizer(model) or model.get_submodule(head_module_name(model))
 
 
 @torch.no_grad()

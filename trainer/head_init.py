@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .data import ImageListDataset, collate_with_failures
 from .distributed import Dist, shard_indices
 from .lr_find import lr_find_on_features
-from .models import feature_standardizer, head_module_name
+from .models import feature_standardizer, head_entry, head_module_name
 from .steps import to_device
 
 __all__ = ["ProbeResult", "linear_probe", "head_inputs", "standardization", "fit_logistic", "choose_l2", "MAX_IMAGES",
@@ -71,7 +71,7 @@ def head_inputs(model: nn.Module, loader: DataLoader, device: torch.device, prog
     """What the head receives (the input of its standardizer, or of its Linear; via a hook) for every decodable image
     of ``loader`` (``collate_with_failures`` batches), on the CPU: features, labels, and a mask of the loader's items
     that decoded. The files that failed, with the reason, go into ``failures``."""
-    head = feature_standardizer(model) or model.get_submodule(head_module_name(model))
+    head = head_entry(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach().float().cpu()))
     feats, labels, decoded = [], [], []

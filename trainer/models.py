@@ -17,7 +17,7 @@ from .weights import ensure_weights_file, load_state_dict_file
 
 __all__ = ["ARCHS", "ArchSpec", "arch_names", "pretrained_weights", "imagenet_contract", "arch_contract",
            "build_pretrained", "build_for_checkpoint", "replace_head", "head_module_name", "feature_standardizer",
-           "split_head", "LogitsAndFeatures",
+           "split_head", "head_entry", "LogitsAndFeatures",
            "LITE0"]
 
 def _spec(arch: str) -> ArchSpec:
@@ -110,6 +110,11 @@ def feature_standardizer(model: nn.Module) -> nn.BatchNorm1d | None:
             and isinstance(parent[0], nn.BatchNorm1d) and not parent[0].affine:
         return parent[0]
     return None
+
+
+def head_entry(model: nn.Module) -> nn.Module:
+    """The module whose input is the pooled feature vector: a standardized head's BatchNorm, else the Linear."""
+    return feature_standardizer(model) or model.get_submodule(head_module_name(model))
 
 
 def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
