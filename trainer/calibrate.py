@@ -37,9 +37,10 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, save_checkpoint
 from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import ImageListDataset, collate_with_failures, scan_image_folder
+from .decode_cache import DecodeCache
 from .models import build_for_checkpoint, head_entry
 from .steps import to_device
-from .transforms import eval_transform
+from .transforms import eval_to_input, eval_transform
 
 __all__ = ["Outputs", "collect_outputs", "stats_subset", "fit_temperature", "Calibration", "calibrate", "KEEP", "MAX_STATS_IMAGES",
            "calibrate_checkpoint"]
@@ -154,7 +155,8 @@ def calibrate(val: Outputs, train: Outputs | None, num_classes: int, score: str 
 
 
 def calibrate_checkpoint(path: Path, val: list, train: list, score: str | None, device: torch.device, batch_size: int,
-                         workers: int, progress: bool, seed: int = 0) -> tuple[PreprocessContract, Calibration, float]:
+                         workers: int, progress: bool, seed: int = 0,
+                         cache: DecodeCache | None = None) -> tuple[PreprocessContract, Calibration, float]:
     """Fit the calibration of checkpoint ``path`` on ``val`` (and ``train``'s features for Mahalanobis) and write it
     into the checkpoint: its contract's temperature and "unknown" rule, and the statistics. Returns the new contract,
     the fit and the seconds it took."""
@@ -165,8 +167,9 @@ def calibrate_checkpoint(path: Path, val: list, train: list, score: str | None, 
     blank = torch.zeros(3, *contract.input_size)
 
     def outputs(samples: list, desc: str) -> Outputs:
-        loader = DataLoader(ImageListDataset(samples, eval_transform(contract), blank=blank), batch_size=batch_size,
-                            num_workers=workers, collate_fn=collate_with_failures)
+        dataset = ImageListDataset(samples, eval_transform(contract), blank=blank) if cache is None else \
+            ImageListDataset(samples, eval_to_input(contract), blank=blank, images=cache.eval_image)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_with_failures)
         return collect_outputs(model, loader, device, progress, desc)
 
     val_out = outputs(val, "calibration: validation")

@@ -6,7 +6,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from edgeport.runtime.errors import DataError, ImageDecodeError
@@ -232,9 +232,10 @@ class ImageListDataset(Dataset):
     MAX_CONSECUTIVE_FAILURES = 16
 
     def __init__(self, samples: list[Sample], transform: Callable, substitute: bool = False,
-                 blank: torch.Tensor | None = None):
+                 blank: torch.Tensor | None = None, images: Callable[[Path], Any] = load_image):
         self.samples = samples
         self.transform = transform
+        self.images = images  # path → what ``transform`` takes: ``load_image``, or a ``DecodeCache`` method
         self.substitute = substitute
         self.blank = blank
 
@@ -246,7 +247,7 @@ class ImageListDataset(Dataset):
         for step in range(self.MAX_CONSECUTIVE_FAILURES if self.substitute else 1):
             path, label = self.samples[(index + step) % len(self.samples)]
             try:
-                return self.transform(load_image(path)), label, failures
+                return self.transform(self.images(path)), label, failures
             except ImageDecodeError as exc:
                 failures.append((str(path), exc.reason))
         if not self.substitute and self.blank is not None:

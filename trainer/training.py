@@ -37,6 +37,7 @@ from .calibrate import calibrate_checkpoint
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
 from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
+from .decode_cache import DecodeCache, default_limit_bytes
 from .devices import (
     amp_dtype,
     default_workers,
@@ -55,7 +56,7 @@ from .recipe import DEFAULT_RECIPE, get_recipe
 from .scan import SCAN_MODES
 from .steps import evaluate, train_step, tta_accuracy
 from .strategies import STRATEGIES, Phase, plan_phases, set_trainable, train_mode
-from .transforms import eval_transform
+from .transforms import eval_geometry, eval_to_input, eval_transform
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "find_lr", "resolve_device", "LR_SCALING_RULE"]
 
@@ -95,6 +96,7 @@ class TrainConfig:
     unknown_score: str = DEFAULT_UNKNOWN_SCORE  # the "unknown" score fitted at the end (calibrate.py), or "none"
     init_from: str | None = None  # a checkpoint (RUN/best.pt) to continue from instead of ImageNet + a new head
     new_frames: str | None = None  # reviewed frames (DIR/<class>/…): valid_pct of them to val, the rest to train
+    cache_mb: int | None = None  # decoded-image cache (decode_cache.py): None a quarter of the memory, 0 off
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
@@ -120,6 +122,8 @@ class TrainConfig:
             raise UsageError(f"--unknown-score must be one of {', '.join(UNKNOWN_SCORES)}, got {self.unknown_score!r}")
         if self.val_csv is not None and self.labels_csv is None:
             raise UsageError("--val-csv goes with --labels-csv (folders fix the split with DATA/train and DATA/val)")
+        if self.cache_mb is not None and self.cache_mb < 0:
+            raise UsageError(f"--cache-mb must be ≥ 0 (0 turns the decode cache off), got {self.cache_mb}")
         if self.new_frames is not None and not 0.0 < self.valid_pct < 1.0:
             raise UsageError(f"--valid-pct (the new frames' val share) must be between 0 and 1, got {self.valid_pct}")
 
@@ -141,20 +145,40 @@ class TrainResult:
     lr_find: dict[str, Any] | None = None
 
 
-def _eval_set(samples: list, contract: PreprocessContract) -> ImageListDataset:
-    """Images as the contract evaluates them; a file that fails to decode gives a blank image labelled -1."""
-    return ImageListDataset(samples, eval_transform(contract), blank=torch.zeros(3, *contract.input_size))
+def _eval_set(samples: list, contract: PreprocessContract, cache: DecodeCache | None) -> ImageListDataset:
+    """Images as the contract evaluates them (their eval crops from ``cache`` when there is one); a file that fails
+    to decode gives a blank image labelled -1."""
+    blank = torch.zeros(3, *contract.input_size)
+    if cache is None:
+        return ImageListDataset(samples, eval_transform(contract), blank=blank)
+    return ImageListDataset(samples, eval_to_input(contract), blank=blank, images=cache.eval_image)
 
 
-def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig, device: torch.device, ctx: Dist):
+def _workers(config: TrainConfig, device: torch.device) -> int:
+    return config.workers if config.workers is not None else default_workers(device)
+
+
+def _decode_cache(config: TrainConfig, contract: PreprocessContract, device: torch.device,
+                  say: Callable[[str], None]) -> DecodeCache | None:
+    """The run's decoded-image cache, or None: turned off (``--cache-mb 0``), or loader workers decode (each would
+    fill a copy of its own; decode_cache.py)."""
+    if config.cache_mb == 0 or _workers(config, device) > 0:
+        return None
+    limit = default_limit_bytes() if config.cache_mb is None else config.cache_mb << 20
+    return DecodeCache(limit, eval_geometry(contract), say)
+
+
+def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig, device: torch.device, ctx: Dist,
+             cache: DecodeCache | None):
     """Train: this rank's ``DistributedSampler`` shard (reshuffled by ``set_epoch``). Val: the exact shard
     ``rank::world_size`` (``DistributedSampler`` would pad it with repeats). Both record decode failures."""
-    workers = config.workers if config.workers is not None else default_workers(device)
+    workers = _workers(config, device)
     per_rank = config.batch_size // ctx.world_size
     common = {"num_workers": workers, "pin_memory": device.type == "cuda", "persistent_workers": workers > 0,
               "collate_fn": collate_with_failures}
     generator = torch.Generator().manual_seed(config.seed)
-    train_set = ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0], substitute=True)
+    train_set = ImageListDataset(split.train, train_transforms(contract, config.aug, device)[0], substitute=True,
+                                 **({} if cache is None else {"images": cache.source}))
     if config.balance == "sampler":
         if ctx.active:
             raise UsageError("--balance sampler runs in one process; use --balance weights with --nproc-per-node")
@@ -163,7 +187,7 @@ def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig
         sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
     train = DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
                        generator=generator, **common)
-    val_set = _eval_set(split.val, contract)
+    val_set = _eval_set(split.val, contract, cache)
     val = DataLoader(Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)), batch_size=per_rank, **common)
     return RecordingLoader(train), RecordingLoader(val), generator
 
@@ -205,7 +229,7 @@ def _scan(data_dir: str | Path, config: TrainConfig) -> DataSplit:
 
 
 def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device, ctx: Dist | None = None):
-    """Split the data (on rank 0), build the pretrained model with a fresh head, and the loaders."""
+    """Split the data (on rank 0), build the pretrained model with a fresh head, the decode cache and the loaders."""
     ctx = ctx or Dist(device=device)
     seed_everything(config.seed)
     split = _on_main(ctx, lambda: _scan(data_dir, config))
@@ -227,7 +251,8 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     model.to(device)
     if use_channels_last(device):
         model.to(memory_format=torch.channels_last)
-    return split, contract, model, *_loaders(split, contract, config, device, ctx)
+    cache = _decode_cache(config, contract, device, tqdm.write if ctx.is_main else (lambda _: None))
+    return split, contract, model, cache, *_loaders(split, contract, config, device, ctx, cache)
 
 
 def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, config: TrainConfig,
@@ -239,11 +264,12 @@ def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out
     return _report_sweep(result, out_dir)
 
 
-def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, per_rank: int, device: torch.device,
-              ctx: Dist, seed: int, progress: bool, say: Callable[[str], None], l2: float | None = None) -> ProbeResult:
+def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, cache: DecodeCache | None, per_rank: int,
+              device: torch.device, ctx: Dist, seed: int, progress: bool, say: Callable[[str], None],
+              l2: float | None = None) -> ProbeResult:
     """The linear probe (head_init.py) on the training images, and its line; with ``l2`` (the probe's) the refit of
     the last epoch."""
-    probe = linear_probe(model, _eval_set(split.train, contract), len(split.classes), per_rank, device, ctx, seed,
+    probe = linear_probe(model, _eval_set(split.train, contract, cache), len(split.classes), per_rank, device, ctx, seed,
                          progress, l2)
     if l2 is None:
         say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
@@ -277,9 +303,9 @@ def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, prog
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--lr-find runs in one process; start it without torchrun / --nproc-per-node")
     device = resolve_device(config.device)
-    split, contract, model, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
+    split, contract, model, cache, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
     if get_recipe(config.recipe).head_init == "linear_probe":
-        probe = _fit_head(model, split, contract, config.batch_size, device, Dist(), config.seed, progress, tqdm.write)
+        probe = _fit_head(model, split, contract, cache, config.batch_size, device, Dist(), config.seed, progress, tqdm.write)
         return _report_sweep(LRFindResult(**probe.lr_find), out_dir)
     return _run_lr_find(model, train_loader, device, out_dir, config, progress)
 
@@ -412,7 +438,7 @@ class _Run:
         self.device = device = ctx.device
         self.say(f"{ctx.world_size} process(es), backend {ctx.backend or 'none'}, device {device}: global batch "
                  f"{config.batch_size} = {ctx.world_size} × {self.per_rank} per process. {LR_SCALING_RULE}.")
-        (self.split, self.contract, self.model, self.train_loader, self.val_loader,
+        (self.split, self.contract, self.model, self.cache, self.train_loader, self.val_loader,
          self.generator) = _prepare(data_dir, out_dir, config, device, ctx)
         if state is not None and state["classes"] != self.split.classes:
             raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
@@ -441,7 +467,7 @@ class _Run:
 
     def fit_probe(self) -> ProbeResult:
         """The linear probe; the files it could not decode reach the data report, and a far --lr its 10× line."""
-        fitted = _fit_head(self.model, self.split, self.contract, self.per_rank, self.device, self.ctx,
+        fitted = _fit_head(self.model, self.split, self.contract, self.cache, self.per_rank, self.device, self.ctx,
                            self.config.seed, self.progress, self.say)
         self.train_loader.failures.update(fitted.undecodable)
         advice = _lr_advice(self.config, fitted.lr_find)
@@ -595,7 +621,7 @@ class _Run:
     def refit_head(self, epoch: int) -> None:
         """The run's last epoch: the head it ends with, fitted in closed form on the trained body's eval-transform
         features (strategies.plan_phases: why), with the probe's L2 (a recipe with a refit has a probe)."""
-        refit = _fit_head(self.scored(), self.split, self.contract, self.per_rank, self.device, self.ctx,
+        refit = _fit_head(self.scored(), self.split, self.contract, self.cache, self.per_rank, self.device, self.ctx,
                           self.config.seed, self.progress, self.say, self.metrics["linear_probe"]["l2"])
         self.metrics["head_refit"] = {"epoch": epoch, **asdict(refit)}
 
@@ -651,10 +677,10 @@ class _Run:
         if not self.ctx.is_main:
             return
         score = None if self.config.unknown_score == "none" else self.config.unknown_score
-        workers = self.config.workers if self.config.workers is not None else default_workers(self.device)
         self.contract, fitted, seconds = calibrate_checkpoint(self.best_path, self.split.val, self.split.train, score,
-                                                              self.device, self.per_rank, workers, self.progress,
-                                                              self.config.seed)
+                                                              self.device, self.per_rank,
+                                                              _workers(self.config, self.device), self.progress,
+                                                              self.config.seed, self.cache)
         self.metrics["calibration"] = {**fitted.contract_fields(), "val_ece_before": round(fitted.ece_before, 5),
                                        "val_ece_after": round(fitted.ece_after, 5), "seconds": round(seconds, 1)}
         self.say(f"calibration: {fitted.summary()} ({seconds:.0f} s)")
@@ -664,6 +690,8 @@ class _Run:
         before the process group closes."""
         metrics = self.metrics
         metrics.update(best=self.best, history=self.history, throughput=self.throughput)
+        if self.cache is not None:
+            metrics["decode_cache"] = self.cache.summary()
         if self.config.new_frames is not None:
             after = parts_accuracy(self.best_eval, self.best_eval.get("decoded"), self.split.val, self.config.new_frames)
             self.say(describe_parts(f"after (best epoch {self.best['epoch']})", after))

@@ -141,7 +141,7 @@ def test_lr_find_restores_weights_and_suggests_within_the_sweep(tiny_data, tmp_p
     from edgeport.trainer.training import _prepare
 
     config = TrainConfig(**TINY)
-    _, _, model, loader, _, _ = _prepare(tiny_data, tmp_path, config, torch.device("cpu"))
+    _, _, model, _, loader, _, _ = _prepare(tiny_data, tmp_path, config, torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = lr_find(model, loader, torch.device("cpu"), num_it=12, end_lr=1.0, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
