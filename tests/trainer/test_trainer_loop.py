@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from edgeport.runtime.errors import UsageError
 from edgeport.trainer import TrainConfig, fit
 from edgeport.trainer.checkpoint import load_checkpoint
 from edgeport.trainer.cli import main as train_main
-from edgeport.trainer.devices import default_workers, resolve_device, use_amp, use_channels_last
+from edgeport.trainer.devices import choose_precision, cpu_flags, default_workers, resolve_device
 from edgeport.trainer.lr_find import lr_find, suggest_steep, suggest_valley
 from edgeport.trainer.models import ARCHS, replace_head
 from edgeport.trainer.recipe import DEFAULT
@@ -115,15 +116,47 @@ def test_strategies_plan_phases_and_trainable_blocks():
 
 def test_cuda_decisions_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the only thing that cannot exist here
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     cuda = resolve_device("auto")
-    assert cuda.type == "cuda" and use_amp(cuda) and use_channels_last(cuda)
+    assert cuda.type == "cuda" and choose_precision(cuda).autocast == torch.bfloat16
+    assert choose_precision(cuda).channels_last and choose_precision(cuda, "off").autocast is None
     assert default_workers(cuda, cpus=2) == 1 and default_workers(cuda, cpus=16) == 8
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cpu = resolve_device("auto")
-    assert cpu.type == "cpu" and not use_amp(cpu) and not use_channels_last(cpu)
+    assert cpu.type == "cpu"
     assert default_workers(cpu, cpus=2) == 0 and default_workers(cpu, cpus=16) == 4
     with pytest.raises(UsageError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+# Flags as /proc/cpuinfo lists them: this workplace's AVX2-only EPYC, and an AVX-512 BF16 one (Zen 4) and a
+# Sapphire Rapids with AMX, which cannot exist here.
+AVX2 = frozenset("sse4_2 avx avx2 fma f16c bmi2".split())
+AVX512_BF16 = AVX2 | frozenset("avx512f avx512bw avx512_vnni avx512_bf16".split())
+AMX = AVX2 | frozenset("avx512f avx512_vnni amx_bf16 amx_tile amx_int8".split())
+
+
+@pytest.mark.parametrize(("flags", "amp", "autocast"), [
+    (AVX2, "auto", None),  # emulated bfloat16 is slower than float32 there
+    (AVX512_BF16, "auto", torch.bfloat16),
+    (AMX, "auto", torch.bfloat16),
+    (AVX512_BF16, "off", None),
+    (AVX2, "on", torch.bfloat16),  # asked for: said to be emulated
+])
+def test_cpu_autocast_is_decided_by_the_cpu_flags(flags, amp, autocast):
+    precision = choose_precision(torch.device("cpu"), amp, flags)
+    assert precision.autocast == autocast and precision.channels_last and not precision.grad_scaler
+    assert ("emulated, slower than float32" in precision.why) == (amp == "on" and flags == AVX2)
+    assert precision.amp == (None if autocast is None else "bfloat16")
+
+
+def test_this_cpus_flags_are_read():
+    flags = cpu_flags()
+    if platform.machine() == "x86_64":
+        assert "sse2" in flags  # in every x86-64 CPU
+    assert choose_precision(torch.device("cpu")) == choose_precision(torch.device("cpu"), "auto", flags)
+    with pytest.raises(UsageError, match="--amp"):
+        choose_precision(torch.device("cpu"), "fp8")
 
 
 # --- LR finder ------------------------------------------------------------------------------------
