@@ -1,6 +1,6 @@
 """One fastai fine-tuning run for research/vs_fastai.py; runs under the fastai venv's Python (fastai and torch only).
 
-    python research/fastai_run.py DATA --lr 1e-3 --batch-size 16 --seed 0 --freeze-epochs 1 --epochs 2 --json OUT
+    python research/fastai_run.py DATA --lr 1e-3|find --batch-size 16 --seed 0 --freeze-epochs 1 --epochs 2 --json OUT
 
 fastai's own recipe as a user writes it: ``ImageDataLoaders.from_folder`` (train/ and val/ folders, labels from the
 parent folder, ``item_tfms=Resize(224)``, no batch transforms), ``vision_learner(dls, mobilenet_v2)``, then
@@ -21,7 +21,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--lr", required=True, help="base_lr, or 'find': the valley of fastai's own lr_find")
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--freeze-epochs", type=int, default=1)
@@ -66,10 +66,13 @@ def main() -> None:
     learn = vision_learner(dls, mobilenet_v2, metrics=accuracy, cbs=[log])
     start = time.perf_counter()
     with learn.no_bar():
-        learn.fine_tune(args.epochs, base_lr=args.lr, freeze_epochs=args.freeze_epochs)
-    seconds = time.perf_counter() - start
+        lr = learn.lr_find(show_plot=False).valley if args.lr == "find" else float(args.lr)
+        found_seconds = time.perf_counter() - start
+        learn.fine_tune(args.epochs, base_lr=lr, freeze_epochs=args.freeze_epochs)
+    seconds = time.perf_counter() - start  # lr_find included, as edge-train's --lr auto is in its epochs' time
     odd = sorted(str(p.relative_to(args.data)) for p in [*dls.train_ds.items, *dls.valid_ds.items] if p.suffix.lower() != ".jpg")
-    record = {"accuracy": [row["accuracy"] for row in log.rows], "epochs": log.rows, "fit_seconds": seconds,
+    record = {"accuracy": [row["accuracy"] for row in log.rows], "epochs": log.rows, "fit_seconds": seconds, "lr": lr,
+              "lr_find_seconds": found_seconds if args.lr == "find" else None,
               "train_images": len(dls.train_ds), "val_images": len(dls.valid_ds), "not_jpg": odd,
               "fastai": fastai.__version__, "torch": torch.__version__, "threads": torch.get_num_threads()}
     args.json.write_text(json.dumps(record, indent=1))

@@ -69,12 +69,14 @@ def local(path: Path) -> str:
     return os.path.relpath(path) if inside else str(path)
 
 
-def run_one(side: str, lr: float, batch: int, seed: int, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
-    """One training process; its val accuracy per epoch, training seconds and whole-process wall seconds."""
-    folder = args.out / "runs" / f"{side}-lr{lr:g}-b{batch}-s{seed}"
+def run_one(side: str, lr: str, batch: int, seed: int, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+    """One training process; its val accuracy per epoch, training seconds and whole-process wall seconds. ``lr``
+    "find": each side's own finder (fastai's ``lr_find`` valley; edge-train ``--lr auto``)."""
+    folder = args.out / "runs" / f"{side}-lr{lr}-b{batch}-s{seed}"
     shutil.rmtree(folder, ignore_errors=True)  # what an interrupted try left
     folder.mkdir(parents=True)
-    common = [str(hymenoptera_dir()), "--lr", f"{lr:g}", "--batch-size", str(batch), "--seed", str(seed),
+    own_lr = lr if lr != "find" else ("find" if side == "fastai" else "auto")
+    common = [str(args.data), "--lr", own_lr, "--batch-size", str(batch), "--seed", str(seed),
               "--freeze-epochs", str(args.freeze_epochs), "--epochs", str(args.epochs)]
     if side == "fastai":
         cmd = [local(args.fastai_python), local(REPO / "research" / "fastai_run.py"), *common,
@@ -92,12 +94,14 @@ def run_one(side: str, lr: float, batch: int, seed: int, args: argparse.Namespac
     if side == "fastai":
         extra = json.loads((folder / "fastai.json").read_text())
         accuracy, fit = extra.pop("accuracy"), extra.pop("fit_seconds")
+        extra["lr_used"] = extra.pop("lr", None)
     else:
         history = json.loads((folder / "metrics.json").read_text())["history"]
         accuracy, fit = [row["val_accuracy"] for row in history], sum(row["seconds"] for row in history)
+        extra_lr = json.loads((folder / "metrics.json").read_text())["config"]["lr"]
         report = json.loads((folder / "data_report.json").read_text())
         extra = {"train_images": sum(report["train_counts"].values()), "val_images": sum(report["val_counts"].values()),
-                 "skipped": report["skipped"]}
+                 "skipped": report["skipped"], "lr_used": extra_lr}
         for checkpoint in folder.glob("*.pt"):  # ~9 MB each and the table needs none
             checkpoint.unlink()
     return {"side": side, "lr": lr, "batch": batch, "seed": seed, "accuracy": accuracy, "best": max(accuracy),
@@ -116,14 +120,20 @@ def _value(record: dict[str, Any], key: str) -> float:
     return round(record[key], 6) if key in ("best", "last") else record[key]
 
 
+def _lr(record: dict[str, Any]) -> str:
+    """A run's LR as its cell names it: "0.001", or "find" (older records hold floats)."""
+    return record["lr"] if isinstance(record["lr"], str) else f"{record['lr']:g}"
+
+
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (LR, batch) cell: per side, mean and sample SD over its seeds of best, last and seconds."""
-    cells: dict[tuple[float, int], dict[str, list[dict]]] = {}
+    cells: dict[tuple[str, int], dict[str, list[dict]]] = {}
     for r in records:
-        cells.setdefault((r["lr"], r["batch"]), {}).setdefault(r["side"], []).append(r)
+        cells.setdefault((_lr(r), r["batch"]), {}).setdefault(r["side"], []).append(r)
+    order = sorted(cells, key=lambda cell: (cell[0] == "find", float(cell[0]) if cell[0] != "find" else 0.0, cell[1]))
     return [{"lr": lr, "batch": batch, **{side: {key: spread([_value(r, key) for r in runs])
                                                  for key in ("best", "last", "fit_seconds", "process_seconds")}
-                                          for side, runs in sides.items()}} for (lr, batch), sides in sorted(cells.items())]
+                                          for side, runs in cells[lr, batch].items()}} for lr, batch in order]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -140,7 +150,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{fmt(e and e['best'], 100, 1)} | {fmt(e and e['last'], 100, 1)} | {diff} | "
                 f"{fmt(f and f['fit_seconds'], 1, 0)} | {fmt(e and e['fit_seconds'], 1, 0)} |")
 
-    lines = [HEADER] + [line(f"{r['lr']:g} / {r['batch']}", r.get("fastai"), r.get("edgeport")) for r in rows]
+    lines = [HEADER] + [line(f"{r['lr']} / {r['batch']}", r.get("fastai"), r.get("edgeport")) for r in rows]
     both = [r for r in rows if "fastai" in r and "edgeport" in r]
     pool = both or rows  # a partial grid: compare the sides on the same cells
     means = {side: {key: {"mean": fmean(r[side][key]["mean"] for r in pool if side in r)}
@@ -176,7 +186,9 @@ def write_results(records: list[dict[str, Any]], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lrs", default="1e-3,2e-3,5e-3,1e-2")
+    parser.add_argument("--data", type=Path, default=None, help="train/ and val/ class folders [default: hymenoptera]")
+    parser.add_argument("--lrs", default="1e-3,2e-3,5e-3,1e-2",
+                        help="comma-separated; 'find': each side's own LR finder (fastai lr_find, edge-train --lr auto)")
     parser.add_argument("--batches", default="16,32")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--freeze-epochs", type=int, default=1)
@@ -188,16 +200,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/vs_fastai"))
     parser.add_argument("--table-only", action="store_true", help="tabulate the run JSONs under --out, train nothing")
     args = parser.parse_args()
+    args.data = args.data or hymenoptera_dir()
     runs_dir = args.out / "runs"
     if not args.table_only:
         sides = [side for side in SIDES if side in args.sides.split(",")]
         if "fastai" in sides and args.fastai_python is None:
             args.fastai_python = fastai_python(REPO / "build" / "fastai-venv")
-        grid = [(side, float(lr), int(b), int(s)) for s in args.seeds.split(",") for lr in args.lrs.split(",")
+        grid = [(side, lr if lr == "find" else f"{float(lr):g}", int(b), int(s)) for s in args.seeds.split(",") for lr in args.lrs.split(",")
                 for b in args.batches.split(",") for side in sides]
         for done, (side, lr, batch, seed) in enumerate(grid, 1):
-            path = runs_dir / f"{side}-lr{lr:g}-b{batch}-s{seed}.json"
-            settings = {"data": str(hymenoptera_dir()), "freeze_epochs": args.freeze_epochs, "epochs": args.epochs,
+            path = runs_dir / f"{side}-lr{lr}-b{batch}-s{seed}.json"
+            settings = {"data": str(args.data), "freeze_epochs": args.freeze_epochs, "epochs": args.epochs,
                         "extra_args": args.fastai_args if side == "fastai" else args.edge_args}
             if cached_row(path, settings, within="settings") is not None:
                 continue

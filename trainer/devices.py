@@ -17,7 +17,7 @@ from edgeport.runtime.errors import UsageError
 
 from .choices import AMP_MODES
 
-__all__ = ["resolve_device", "cpu_flags", "Precision", "choose_precision", "default_workers", "seed_everything"]
+__all__ = ["resolve_device", "BF16_CPU_FLAGS", "cpu_flags", "Precision", "choose_precision", "default_workers", "seed_everything"]
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
