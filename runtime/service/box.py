@@ -98,7 +98,8 @@ class Box:
                 from .review_server import ReviewServer
 
                 u = config.ui
-                store = ReviewStore(config.capture.dir, u.dataset, clf.labels, u.labels_csv)
+                # the labels of the model serving now: a hot reload swaps clf's model in place
+                store = ReviewStore(config.capture.dir, u.dataset, lambda: clf.labels, u.labels_csv)
                 self.review = ReviewServer(u, store, self.live).start()
                 self._closers.append(self.review.stop)
         except BaseException:

@@ -22,7 +22,7 @@ import re
 import stat
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from ..atomic import atomic_write_bytes
 from ..errors import UsageError
@@ -52,17 +52,34 @@ def _no_symlink(path: Path) -> bool:
         return False
 
 
+def _unusable(classes: Sequence[str]) -> list[str]:
+    """The classes that cannot be a folder of the dataset: reserved names, dot names, paths, empty."""
+    return [c for c in classes if c in (UNKNOWN, DELETE) or c.startswith(".") or "/" in c or "\\" in c or not c]
+
+
 class ReviewStore:
-    def __init__(self, capture_dir: str | Path, dataset: str | Path, classes: tuple[str, ...],
-                 labels_csv: str = "labels.csv"):
-        bad = [c for c in classes if c in (UNKNOWN, DELETE) or c.startswith(".") or "/" in c or "\\" in c or not c]
+    """``classes``: the labels the page offers, or a function giving them. The box passes ``lambda: clf.labels``,
+    so after a hot reload to a model with other labels the page offers the labels of the model now serving."""
+
+    def __init__(self, capture_dir: str | Path, dataset: str | Path,
+                 classes: Sequence[str] | Callable[[], Sequence[str]], labels_csv: str = "labels.csv"):
+        self._classes = classes if callable(classes) else (lambda fixed=tuple(classes): fixed)
+        bad = _unusable(self._classes())
         if bad:
             raise UsageError(f"--ui-port: the model's classes {bad} cannot be folders of the dataset (reserved or a path); "
                              "rename them when training")
-        self.capture_dir, self.dataset, self.classes = Path(capture_dir), Path(dataset), tuple(classes)
+        self.capture_dir, self.dataset = Path(capture_dir), Path(dataset)
         self.csv_path = self.dataset / labels_csv
         self._lock = threading.Lock()  # one label at a time: the CSV is read, changed and replaced whole
         self.done = {UNKNOWN: 0, DELETE: 0}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The labels on offer now. A reloaded model's class that cannot be a folder is left out, not refused: the
+        swap has happened, and the page must still label into the classes that can."""
+        now = tuple(self._classes())
+        bad = set(_unusable(now))
+        return tuple(c for c in now if c not in bad)
 
     # ---- what the page shows -------------------------------------------------------------------------------------
     def captures(self, limit: int = _LISTED) -> list[dict[str, Any]]:
@@ -97,7 +114,7 @@ class ReviewStore:
     def counts(self) -> dict[str, int]:
         """Frames per class in the dataset (what training will see), plus this run's unknown and deleted."""
         counts = {}
-        for c in self.classes:
+        for c in self.classes:  # the serving model's classes: a class a reload dropped is no longer counted
             folder = self.dataset / c
             try:
                 counts[c] = sum(1 for e in os.scandir(folder) if e.is_file(follow_symlinks=False) and e.name.endswith(".jpg"))

@@ -3,6 +3,9 @@ loads from the box (``/app.js``, ``/app.css``: the Content-Security-Policy allow
 origin). The grid's tiles are rendered once, here; the script clones the page's ``<template>`` for captures that
 arrive later, so the markup of a tile has one source.
 
+The class buttons are the serving model's labels: when ``/api/status`` names other classes (a hot reload to a
+model with other labels), the script loads the page again, so the buttons, keys and counts follow the new model.
+
 Keys: ←/→ choose a frame, 1–9 label it with that class, U marks it unknown, Delete or X deletes it.
 """
 
@@ -77,6 +80,9 @@ APP_JS = r"""'use strict';
 const grid = document.getElementById('grid');
 const message = document.getElementById('message');
 const template = document.getElementById('tile-template');
+// The classes this page was rendered with; after a hot reload to a model with other labels the box renders anew.
+const classes = Array.from(template.content.querySelectorAll('button[data-label]'), b => b.dataset.label)
+  .filter(name => name !== 'unknown' && name !== 'delete');
 let selected = null;
 
 function say(text, bad) { message.textContent = text; message.className = bad ? 'error' : ''; }
@@ -136,6 +142,7 @@ async function refresh() {
     const answer = await fetch('/api/status', {credentials: 'same-origin'});
     if (!answer.ok) return;
     const status = await answer.json();
+    if (JSON.stringify(status.classes) !== JSON.stringify(classes)) { location.reload(); return; }
     showCameras(status.cameras);
     const shown = new Set(tiles().map(t => t.dataset.source + '/' + t.dataset.name));
     for (const capture of status.captures.slice().reverse()) {

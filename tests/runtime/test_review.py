@@ -1,7 +1,7 @@
 """The review page's server and folders without a browser (tests/runtime/test_review_browser.py drives it with one):
 labels land atomically in the trainer's layout and CSV, and hostile requests (no token, path traversal with ``..``,
 URL-encoded names and symlinks, oversized or non-JSON bodies, labels not in the class list, a foreign Host) get a 4xx
-and change nothing on disk. Also the ``[ui]`` / ``[homeassistant]`` config, and Home Assistant discovery from a real
+and change nothing on disk. After a hot reload to a model with other labels, the page offers the new model's classes. Also the ``[ui]`` / ``[homeassistant]`` config, and Home Assistant discovery from a real
 ``edge-predict serve`` through a real Mosquitto broker, checked against HA's MQTT sensor schema."""
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -30,10 +35,11 @@ from edgeport.runtime.service.review_server import MAX_BODY, ReviewServer
 from edgeport.runtime.stream import Stream, frames_source
 
 from .broker import Broker
+from .mjpeg_server import free_port, solid_jpeg
 from .test_mqtt import Subscriber
 from .test_service import colour_video
 from .test_service_config import flags
-from .tiny_models import colour_bundle
+from .tiny_models import colour_bundle, colour_bundle_with_kit
 
 BIN = Path(sys.executable).parent
 GREY = (132, 145, 153)  # BGR: the colour model is unsure about it, so capture keeps it
@@ -303,3 +309,106 @@ def test_home_assistant_discovery_from_a_real_broker_matches_the_sensor_schema(b
     stats = json.loads(next(p for t, p, r in sub.messages if t == "site/door/stats" and r))
     assert stats["frames"] == 60 and stats["fps"] > 0  # the last stats before offline: every frame counted
     assert ("site/status", "offline", True) in sub.messages
+
+
+V2_CLASSES = ("crimson", "green", "blue", "grey")  # "red" gone, two new
+
+
+class ReloadingBox:
+    """A real ``edge-predict serve --reload`` over a watched folder, its MODEL a symlink to the colour bundle v1
+    (red, green, blue) and then to v2 (``V2_CLASSES``), both with a conformance kit; capture and the page on."""
+
+    def __init__(self, root: Path):
+        self.root, self.port, self.records = root, free_port(), []
+        self.v2 = colour_bundle_with_kit(root / "v2", labels=V2_CLASSES)
+        self.current, self.inbox, self.dropped = root / "current", root / "inbox", 0
+        self.current.symlink_to(colour_bundle_with_kit(root / "v1"))
+        self.inbox.mkdir()
+        self.proc = subprocess.Popen(
+            [str(c) for c in (BIN / "edge-predict", "serve", self.current, "--reload", "--reload-interval", "0.2",
+                              "--watch", self.inbox, "--name", f"door={self.inbox}", "--capture", root / "captures",
+                              "--capture-below", "0.99", "--capture-rate", "600", "--ui-port", self.port,
+                              "--ui-dataset", root / "dataset", "--output-format", "jsonl", "--threads", "1")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.records.append(json.loads(line))
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/status", timeout=5) as answer:
+            return json.loads(answer.read())
+
+    def drop_grey(self) -> None:
+        """One grey frame into the watched folder (renamed in whole): the colour models are unsure of it."""
+        staged = self.root / f"grey{self.dropped}.jpg"
+        staged.write_bytes(solid_jpeg(GREY))
+        os.replace(staged, self.inbox / staged.name)
+        self.dropped += 1
+
+    def wait_for_captures(self, n: int) -> dict:
+        """Drop grey frames until the page lists ``n`` captures."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                status = self.status()
+            except OSError:
+                time.sleep(0.2)  # the page not up yet
+                continue
+            if len(status["captures"]) >= n:
+                return status
+            self.drop_grey()  # once the page is up, so the watch (new files only) is up too
+            time.sleep(0.5)
+        raise AssertionError(f"fewer than {n} captures in 60 s")
+
+    def switch_to_v2(self) -> dict:
+        """Point MODEL at v2 atomically and feed frames until the service swaps; the model_swap record."""
+        staged = self.root / "current.new"
+        staged.symlink_to(self.v2)
+        os.replace(staged, self.current)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            events = [r for r in self.records if "event" in r and r["event"].startswith("model_")]
+            if events:
+                assert events[0]["event"] == "model_swap", events
+                return events[0]
+            self.drop_grey()  # the swap happens between two frames
+            time.sleep(0.3)
+        raise AssertionError(f"no model_swap in 60 s: {self.proc.stderr.read() if self.proc.poll() is not None else ''}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+@contextmanager
+def reloading_box(root: Path) -> Iterator[ReloadingBox]:
+    box = ReloadingBox(root)
+    try:
+        yield box
+    finally:
+        box.stop()
+
+
+def test_after_a_hot_reload_the_page_offers_the_classes_of_the_model_now_serving(tmp_path):
+    with reloading_box(tmp_path) as box:
+        before = box.wait_for_captures(1)
+        assert before["classes"] == ["red", "green", "blue"] and "grey" not in before["counts"]
+        swap = box.switch_to_v2()
+        assert swap["new"]["sha256"] != swap["old"]["sha256"]
+        status = box.status()
+        assert status["classes"] == list(V2_CLASSES)
+        assert list(status["counts"]) == [*V2_CLASSES, "unknown", "delete"]
+        status_code, page, _ = _ask(box.port, "GET", "/", token=None)
+        assert status_code == 200 and b'data-label="grey"' in page and b'data-label="red"' not in page
+        capture = status["captures"][-1]  # the oldest: captured by v1, labelled with v2's classes
+        assert _label(box.port, "door", capture["name"], "red", token=None)[0] == 400  # v1's class, gone now
+        assert not (tmp_path / "dataset").exists()
+        status_code, data, _ = _label(box.port, "door", capture["name"], "grey", token=None)
+        assert status_code == 200 and json.loads(data)["counts"]["grey"] == 1
+    assert (tmp_path / "dataset" / "grey" / f"door_{capture['name']}").is_file()
+    with open(tmp_path / "dataset" / "labels.csv", newline="") as fh:
+        assert list(csv.reader(fh)) == [["path", "label"], [f"grey/door_{capture['name']}", "grey"]]

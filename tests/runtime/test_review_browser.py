@@ -1,7 +1,8 @@
 """The review page in a real browser: Debian's chromium, driven by Selenium through Debian's chromedriver (both
 installed by tools/system-deps.sh; nothing downloads a browser). ``edge-predict serve`` runs the fine-tuned
 hymenoptera model on a video made of real val photos, captures its frames, and serves the page; the browser labels
-three frames by clicking and one by key, and the files, the CSV and the page's counts must agree.
+three frames by clicking and one by key, and the files, the CSV and the page's counts must agree. An open page also
+follows a hot reload to a model with other labels: its class buttons become the new model's.
 
 ``EDGEPORT_DOCS_SCREENSHOT=docs/review-page.png`` also writes the screenshot that docs/service.md shows."""
 
@@ -23,6 +24,7 @@ import pytest
 from PIL import Image
 
 from .mjpeg_server import free_port
+from .test_review import V2_CLASSES, reloading_box
 
 BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -141,3 +143,33 @@ def test_label_three_frames_by_clicking_in_chromium(finetuned_bundle, hymenopter
             driver.quit()
         proc.terminate()
         proc.wait(20)
+
+
+def _page_classes(driver) -> list[str]:
+    return driver.execute_script("return Array.from(document.querySelectorAll('#grid .tile:first-child button'))"
+                                 ".map(b => b.dataset.label)")
+
+
+def test_an_open_page_takes_the_classes_of_a_hot_reloaded_model(tmp_path):
+    driver = None
+    with reloading_box(tmp_path) as box:
+        box.wait_for_captures(1)
+        try:
+            driver = _browser()
+            driver.get(f"http://127.0.0.1:{box.port}/")
+            assert _page_classes(driver) == ["red", "green", "blue", "unknown", "delete"]
+            box.switch_to_v2()
+            deadline = time.monotonic() + 15  # the page asks /api/status every 2 s
+            while time.monotonic() < deadline and _page_classes(driver)[:-2] != list(V2_CLASSES):
+                time.sleep(0.2)
+            assert _page_classes(driver) == [*V2_CLASSES, "unknown", "delete"]
+            tile = driver.find_element("css selector", "#grid .tile")
+            name = tile.get_attribute("data-name")
+            tile.find_element("css selector", 'button[data-label="grey"]').click()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (tmp_path / "dataset" / "grey" / f"door_{name}").is_file():
+                time.sleep(0.1)
+            assert (tmp_path / "dataset" / "grey" / f"door_{name}").is_file()
+        finally:
+            if driver is not None:
+                driver.quit()

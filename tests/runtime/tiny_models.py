@@ -96,3 +96,21 @@ def add_openvino_format(bundle: Path) -> Path:
     manifest["formats"]["openvino"] = {"file": "openvino/model.xml", "files": ["openvino/model.xml", "openvino/model.bin"],
                                        "backend": "openvino", "precision": "fp32"}
     return write_manifest(bundle, formats=manifest["formats"])
+
+
+def colour_bundle_with_kit(bundle: Path, labels: tuple[str, ...] = COLOURS) -> Path:
+    """``colour_bundle`` plus a conformance kit written by the exporter's own code (from four solid-colour JPEGs made
+    beside the bundle), so the bundle passes the self-test that a hot reload runs before it swaps."""
+    from edgeport.export.conformance import write_conformance_kit
+    from PIL import Image
+
+    colour_bundle(bundle, labels=labels)
+    sources = bundle.parent / f"{bundle.name}-kit-images"
+    sources.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, rgb in enumerate(((200, 30, 30), (30, 200, 30), (30, 30, 200), (153, 145, 132))):
+        images.append(sources / f"{i}.jpg")
+        Image.new("RGB", (96, 72), rgb).save(images[-1], quality=95)
+    fp32 = {"onnx": {"file": "model.onnx", "files": ["model.onnx"], "backend": "onnxruntime", "precision": "fp32"}}
+    write_conformance_kit(bundle, fp32, images, {"onnx": {"max_abs_logit_diff": 0.0}})
+    return write_manifest(bundle, formats=fp32)
