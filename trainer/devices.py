@@ -75,9 +75,9 @@ def choose_precision(device: torch.device, amp: str = "auto", flags: frozenset[s
 
     CUDA: autocast in bfloat16 where the GPU supports it (Ampere and later: no loss scaling), else float16 with a
     scaler. CPU: bfloat16 autocast only where the CPU has AVX512_BF16 or AMX (the issue's by-hand MobileNetV2 step
-    at batch 16 on an AVX-512 BF16 EPYC: ×0.71 of float32); on AVX2 it is emulated, ×4 slower here (docs/training.md).
-    channels_last everywhere: on CUDA it feeds cuDNN's fastest kernels, and on an AVX2 CPU a MobileNetV2 training
-    step ran at ×0.73–0.86 of the default layout, EfficientNet-Lite0's at ×0.6 (docs/training.md, "Time").
+    at batch 16 on an AVX-512 BF16 EPYC: ×0.71 of float32); on AVX2 it is emulated, 8–18× slower here.
+    channels_last everywhere: on CUDA it feeds cuDNN's fastest kernels, and on an AVX2 CPU a MobileNetV2 or Lite0
+    training step ran at ×0.84 of the default layout, an eval pass at ×0.75–0.78 (docs/training.md, "Time on a CPU").
     """
     if amp not in AMP_MODES:
         raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
