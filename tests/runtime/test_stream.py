@@ -236,8 +236,11 @@ def test_ctrl_c_stops_with_the_summary(clf, photos, tmp_path):
     """A real process watching a folder that a camera app keeps saving into; SIGINT after its first result."""
     folder = tmp_path / "watched"
     folder.mkdir()
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C
+    # handler: give the child the default action, as a terminal's process has.
     proc = subprocess.Popen([str(BIN / "edge-predict"), str(clf.model_path), "--watch", str(folder), "--format", "jsonl"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     killer = threading.Timer(120, proc.kill)  # a hung process fails the test instead of hanging it
     killer.start()
     stop = threading.Event()
