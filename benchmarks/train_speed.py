@@ -26,7 +26,7 @@ from edgeport.trainer.decode_cache import DecodeCache
 from edgeport.trainer.devices import BF16_CPU_FLAGS, cpu_flags
 from edgeport.trainer.lite0 import build_lite0
 from edgeport.trainer.models import arch_contract, build_pretrained
-from edgeport.trainer.transforms import eval_geometry, eval_transform
+from edgeport.trainer.transforms import eval_geometry, eval_to_input, eval_transform
 
 from .common import REPO
 
@@ -59,11 +59,11 @@ def image_costs(files: list[Path], rounds: int) -> dict[str, float]:
     for f in files:
         cache.source(f)
         cache.eval_image(f)
-    to_input = evaluate.transforms[-2:]
+    to_input = eval_to_input(contract)
     variants = {
         "decode (load_image)": lambda: [load_image(f) for f in files],
         "eval transform from the file": lambda: [evaluate(load_image(f)) for f in files],
-        "eval transform from the cache": lambda: [to_input[1](to_input[0](cache.eval_image(f))) for f in files],
+        "eval transform from the cache": lambda: [to_input(cache.eval_image(f)) for f in files],
         "train augmentation from the file": lambda: [train_tf(load_image(f)) for f in files],
         "train augmentation from the cache": lambda: [train_tf(cache.source(f)) for f in files],
     }

@@ -36,12 +36,11 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .choices import DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
-from .data import ImageListDataset, collate_with_failures, scan_image_folder
+from .data import collate_with_failures, eval_dataset, scan_image_folder
 from .decode_cache import DecodeCache
 from .devices import choose_precision
 from .models import build_for_checkpoint, head_entry
 from .steps import to_device
-from .transforms import eval_to_input, eval_transform
 
 __all__ = ["Outputs", "collect_outputs", "stats_subset", "fit_temperature", "Calibration", "calibrate", "KEEP", "MAX_STATS_IMAGES",
            "calibrate_checkpoint"]
@@ -167,12 +166,10 @@ def calibrate_checkpoint(path: Path, val: list, train: list, score: str | None, 
     model = build_for_checkpoint(ckpt["arch"], contract.num_classes, ckpt["state_dict"], ckpt["head"]).to(device)
     if choose_precision(device).channels_last:
         model.to(memory_format=torch.channels_last)
-    blank = torch.zeros(3, *contract.input_size)
 
     def outputs(samples: list, desc: str) -> Outputs:
-        dataset = ImageListDataset(samples, eval_transform(contract), blank=blank) if cache is None else \
-            ImageListDataset(samples, eval_to_input(contract), blank=blank, images=cache.eval_image)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_with_failures)
+        loader = DataLoader(eval_dataset(samples, contract, cache), batch_size=batch_size, num_workers=workers,
+                            collate_fn=collate_with_failures)
         return collect_outputs(model, loader, device, progress, desc)
 
     val_out = outputs(val, "calibration: validation")

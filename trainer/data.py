@@ -6,7 +6,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from edgeport.runtime.errors import DataError, ImageDecodeError
@@ -15,9 +15,15 @@ from edgeport.runtime.preprocess import load_image
 from torch.utils.data import DataLoader, Dataset
 
 from .scan import usable_images
+from .transforms import eval_to_input, eval_transform
+
+if TYPE_CHECKING:
+    from edgeport.runtime.contract import PreprocessContract
+
+    from .decode_cache import DecodeCache
 
 __all__ = ["Sample", "LabelFunc", "DataSplit", "HEAVY_IMBALANCE_RATIO", "scan_image_folder", "parse_label_from",
-           "regex_label_func", "ImageListDataset", "collate_with_failures", "RecordingLoader"]
+           "regex_label_func", "ImageListDataset", "eval_dataset", "collate_with_failures", "RecordingLoader"]
 
 Sample = tuple[Path, int]
 
@@ -254,6 +260,15 @@ class ImageListDataset(Dataset):
             return self.blank, -1, failures
         raise DataError(f"{len(failures)} images in a row failed to decode, the last {failures[-1][0]}: "
                         f"{failures[-1][1]}; check the data folder (disk, encoding) before training")
+
+
+def eval_dataset(samples: list[Sample], contract: PreprocessContract, cache: DecodeCache | None = None) -> ImageListDataset:
+    """``samples`` as the contract evaluates them (every eval pass: validation, the probe, the refit, calibration), their
+    eval crops from ``cache`` when the run has one; a file that fails to decode gives a blank image labelled -1."""
+    blank = torch.zeros(3, *contract.input_size)
+    if cache is None:
+        return ImageListDataset(samples, eval_transform(contract), blank=blank)
+    return ImageListDataset(samples, eval_to_input(contract), blank=blank, images=cache.eval_image)
 
 
 def collate_with_failures(items: list[tuple[torch.Tensor, int, list[tuple[str, str]]]]):

@@ -36,7 +36,7 @@ from .balance import BALANCE_MODES, balanced_sampler, class_weights
 from .calibrate import calibrate_checkpoint
 from .checkpoint import load_run_state, save_checkpoint, save_run_state
 from .choices import AMP_MODES, DEFAULT_UNKNOWN_SCORE, UNKNOWN_SCORES
-from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, scan_image_folder
+from .data import DataSplit, ImageListDataset, RecordingLoader, collate_with_failures, eval_dataset, scan_image_folder
 from .decode_cache import DecodeCache, default_limit_bytes
 from .devices import Precision, choose_precision, default_workers, resolve_device, seed_everything
 from .distributed import DEFAULT_TIMEOUT_S, Dist, init_distributed, is_collective_failure, merge_shards, shard_indices
@@ -48,7 +48,7 @@ from .recipe import DEFAULT_RECIPE, get_recipe
 from .scan import SCAN_MODES
 from .steps import evaluate, train_step, tta_accuracy
 from .strategies import STRATEGIES, Phase, plan_phases, set_trainable, train_mode
-from .transforms import eval_geometry, eval_to_input, eval_transform
+from .transforms import eval_geometry
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "find_lr", "resolve_device", "LR_SCALING_RULE"]
 
@@ -140,15 +140,6 @@ class TrainResult:
     lr_find: dict[str, Any] | None = None
 
 
-def _eval_set(samples: list, contract: PreprocessContract, cache: DecodeCache | None) -> ImageListDataset:
-    """Images as the contract evaluates them (their eval crops from ``cache`` when there is one); a file that fails
-    to decode gives a blank image labelled -1."""
-    blank = torch.zeros(3, *contract.input_size)
-    if cache is None:
-        return ImageListDataset(samples, eval_transform(contract), blank=blank)
-    return ImageListDataset(samples, eval_to_input(contract), blank=blank, images=cache.eval_image)
-
-
 def _workers(config: TrainConfig, device: torch.device) -> int:
     return config.workers if config.workers is not None else default_workers(device)
 
@@ -182,7 +173,7 @@ def _loaders(split: DataSplit, contract: PreprocessContract, config: TrainConfig
         sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=config.seed)
     train = DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=len(sampler) > per_rank,
                        generator=generator, **common)
-    val_set = _eval_set(split.val, contract, cache)
+    val_set = eval_dataset(split.val, contract, cache)
     val = DataLoader(Subset(val_set, shard_indices(len(val_set), ctx.rank, ctx.world_size)), batch_size=per_rank, **common)
     return RecordingLoader(train), RecordingLoader(val), generator
 
@@ -223,8 +214,10 @@ def _scan(data_dir: str | Path, config: TrainConfig) -> DataSplit:
     return split
 
 
-def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device, ctx: Dist | None = None):
-    """Split the data (on rank 0), build the pretrained model with a fresh head, the decode cache and the loaders."""
+def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: torch.device, ctx: Dist | None = None,
+             precision: Precision | None = None):
+    """Split the data (on rank 0), build the pretrained model with a fresh head (in ``precision``'s memory format;
+    default: ``choose_precision``), the decode cache and the loaders."""
     ctx = ctx or Dist(device=device)
     seed_everything(config.seed)
     split = _on_main(ctx, lambda: _scan(data_dir, config))
@@ -244,18 +237,18 @@ def _prepare(data_dir: str | Path, out_dir: Path, config: TrainConfig, device: t
     if config.init_from is not None:
         load_init_weights(model, config.init_from, config.arch, split.classes, get_recipe(config.recipe).head)
     model.to(device)
-    if choose_precision(device, config.amp).channels_last:
+    if (precision or choose_precision(device, config.amp)).channels_last:
         model.to(memory_format=torch.channels_last)
     cache = _decode_cache(config, contract, device, tqdm.write if ctx.is_main else (lambda _: None))
     return split, contract, model, cache, *_loaders(split, contract, config, device, ctx, cache)
 
 
 def _run_lr_find(model: nn.Module, loader: DataLoader, device: torch.device, out_dir: Path, config: TrainConfig,
-                 progress: bool):
+                 progress: bool, precision: Precision):
     set_trainable(model, Phase("lr_find", 1, 0, 1.0, 1.0))  # like fastai: the finder runs on the frozen model
     shuffle_state = loader.generator.get_state()
     result = lr_find(model, loader, device, num_it=config.lr_find_iters, progress=progress,
-                     precision=choose_precision(device, config.amp))
+                     precision=precision)
     loader.generator.set_state(shuffle_state)  # training then sees the batches it would have seen without it
     return _report_sweep(result, out_dir)
 
@@ -265,7 +258,7 @@ def _fit_head(model: nn.Module, split: DataSplit, contract: PreprocessContract, 
               l2: float | None = None) -> ProbeResult:
     """The linear probe (head_init.py) on the training images, and its line; with ``l2`` (the probe's) the refit of
     the last epoch."""
-    probe = linear_probe(model, _eval_set(split.train, contract, cache), len(split.classes), per_rank, device, ctx, seed,
+    probe = linear_probe(model, eval_dataset(split.train, contract, cache), len(split.classes), per_rank, device, ctx, seed,
                          progress, l2)
     if l2 is None:
         say(f"linear probe: head fitted on {probe.images} training images' features in {probe.seconds:.1f} s "
@@ -299,11 +292,12 @@ def find_lr(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, prog
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--lr-find runs in one process; start it without torchrun / --nproc-per-node")
     device = resolve_device(config.device)
-    split, contract, model, cache, train_loader, _, _ = _prepare(data_dir, out_dir, config, device)
+    precision = choose_precision(device, config.amp)
+    split, contract, model, cache, train_loader, _, _ = _prepare(data_dir, out_dir, config, device, precision=precision)
     if get_recipe(config.recipe).head_init == "linear_probe":
         probe = _fit_head(model, split, contract, cache, config.batch_size, device, Dist(), config.seed, progress, tqdm.write)
         return _report_sweep(LRFindResult(**probe.lr_find), out_dir)
-    return _run_lr_find(model, train_loader, device, out_dir, config, progress)
+    return _run_lr_find(model, train_loader, device, out_dir, config, progress, precision)
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -437,7 +431,7 @@ class _Run:
                  f"{config.batch_size} = {ctx.world_size} × {self.per_rank} per process. {LR_SCALING_RULE}.")
         self.say(f"precision: {self.precision.why}; channels_last {'on' if self.precision.channels_last else 'off'}")
         (self.split, self.contract, self.model, self.cache, self.train_loader, self.val_loader,
-         self.generator) = _prepare(data_dir, out_dir, config, device, ctx)
+         self.generator) = _prepare(data_dir, out_dir, config, device, ctx, self.precision)
         if state is not None and state["classes"] != self.split.classes:
             raise UsageError(f"--resume {out_dir}: the run trained on classes {state['classes']}, {data_dir} has "
                              f"{self.split.classes}; pass the same DATA_DIR")
@@ -485,7 +479,8 @@ class _Run:
                 _report_sweep(LRFindResult(**self.lr_sweep), self.out_dir)
         else:
             self.lr_sweep = _on_main(self.ctx, lambda: _run_lr_find(self.model, self.train_loader, self.device,
-                                                                   self.out_dir, self.config, self.progress).to_dict())
+                                                                   self.out_dir, self.config, self.progress,
+                                                                   self.precision).to_dict())
         self.config = replace(self.config, lr=self.lr_sweep["valley"])
 
     def restore(self) -> None:
